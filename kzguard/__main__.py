@@ -1,0 +1,5 @@
+"""Allow ``python -m kzguard``."""
+
+from kzguard.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,211 @@
+"""The root object (every path kzguard reads goes through it) and the command runner.
+
+A :class:`Root` maps absolute in-root paths such as ``/lib/modules`` to files under the
+root directory, resolving symlinks the way ``chroot`` would: an absolute link target is
+taken from the root, and ``..`` never climbs above it. A test scenario is therefore just a
+directory tree, and ``--root /`` is the live host.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import posixpath
+import subprocess
+from pathlib import Path
+from typing import Iterator, List, Mapping, Optional, Sequence, Union
+
+from kzguard.errors import CommandError, FactError, UsageError
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, "os.PathLike[str]"]
+_MAX_LINKS = 40
+
+
+class Root:
+    """A read-only view of a system tree rooted at ``path``."""
+
+    def __init__(self, path: PathLike = "/"):
+        self.path = Path(os.path.abspath(os.fspath(path)))
+
+    @classmethod
+    def open(cls, path: PathLike = "/") -> Root:
+        """Return a root for ``path``, or raise :class:`UsageError` when it is not a directory."""
+        if not os.path.isdir(path):
+            raise UsageError(f"root {os.fspath(path)!r} is not a directory")
+        return cls(path)
+
+    def __repr__(self) -> str:
+        return f"Root({str(self.path)!r})"
+
+    @property
+    def is_host(self) -> bool:
+        return str(self.path) == "/"
+
+    def resolve(self, inner: str, *, follow_last: bool = True) -> Path:
+        """Map an in-root path to a host path, following links inside the root.
+
+        Missing components are kept as they are (like ``realpath -m``).
+        """
+        parts = [p for p in _norm(inner).split("/") if p]
+        done: List[str] = []
+        links = 0
+        while parts:
+            part = parts.pop(0)
+            if part == ".":
+                continue
+            if part == "..":
+                if done:
+                    done.pop()
+                continue
+            candidate = self.path.joinpath(*done, part)
+            if (parts or follow_last) and candidate.is_symlink():
+                links += 1
+                if links > _MAX_LINKS:
+                    raise FactError(f"too many levels of symbolic links in {inner}")
+                target = os.readlink(candidate)
+                if target.startswith("/"):
+                    done = []
+                parts = [p for p in target.split("/") if p] + parts
+                continue
+            done.append(part)
+        return self.path.joinpath(*done)
+
+    def to_inner(self, host_path: PathLike) -> str:
+        """Return the in-root path of a host path that lies under the root."""
+        rel = os.path.relpath(os.fspath(host_path), self.path)
+        if rel == ".":
+            return "/"
+        if rel.startswith(".."):
+            raise FactError(f"{host_path} is outside root {self.path}")
+        return "/" + rel
+
+    def exists(self, inner: str) -> bool:
+        return self.resolve(inner).exists()
+
+    def is_dir(self, inner: str) -> bool:
+        return self.resolve(inner).is_dir()
+
+    def is_file(self, inner: str) -> bool:
+        return self.resolve(inner).is_file()
+
+    def is_symlink(self, inner: str) -> bool:
+        return self.resolve(inner, follow_last=False).is_symlink()
+
+    def readlink(self, inner: str) -> str:
+        """The raw target of a symlink (as written, not re-rooted)."""
+        return os.readlink(self.resolve(inner, follow_last=False))
+
+    def read_bytes(self, inner: str) -> bytes:
+        try:
+            return self.resolve(inner).read_bytes()
+        except OSError as exc:
+            raise FactError(f"cannot read {inner}: {exc.strerror or exc}") from exc
+
+    def read_text(self, inner: str, *, errors: str = "replace") -> str:
+        return self.read_bytes(inner).decode("utf-8", errors=errors)
+
+    def read_text_or(self, inner: str, default: Optional[str] = None) -> Optional[str]:
+        """The file's text, or ``default`` when it does not exist or cannot be read."""
+        try:
+            return self.read_text(inner)
+        except FactError:
+            return default
+
+    def listdir(self, inner: str) -> List[str]:
+        """Sorted entry names of a directory; empty when it is missing or unreadable."""
+        try:
+            return sorted(os.listdir(self.resolve(inner)))
+        except OSError:
+            return []
+
+    def glob(self, pattern: str) -> List[str]:
+        """In-root paths matching a shell pattern, one level per ``/`` (no ``**``)."""
+        parts = [p for p in _norm(pattern).split("/") if p]
+        found = ["/"]
+        for part in parts:
+            nxt: List[str] = []
+            for base in found:
+                if any(c in part for c in "*?["):
+                    nxt.extend(
+                        posixpath.join(base, name)
+                        for name in self.listdir(base)
+                        if fnmatch.fnmatchcase(name, part)
+                    )
+                else:
+                    cand = posixpath.join(base, part)
+                    if self.resolve(cand, follow_last=False).exists() or self.is_symlink(cand):
+                        nxt.append(cand)
+            found = nxt
+        return sorted(found)
+
+    def walk_files(self, inner: str) -> Iterator[str]:
+        """Yield in-root paths of every file and symlink below ``inner`` (links not followed)."""
+        top = self.resolve(inner)
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames.sort()
+            base = self.to_inner(dirpath) if str(top) != dirpath else _norm(inner)
+            for name in sorted(filenames):
+                yield posixpath.join(base, name)
+            for name in dirnames:
+                if os.path.islink(os.path.join(dirpath, name)):
+                    yield posixpath.join(base, name)
+
+
+def _norm(inner: str) -> str:
+    return "/" + inner.lstrip("/")
+
+
+class Runner:
+    """The one way kzguard runs a command: argv lists, ``LC_ALL=C``, a timeout, one error type.
+
+    A command that changes the system is run with ``changes=True``; under ``dry_run`` it is
+    logged and not run. Tests substitute fake binaries on ``path`` or subclass this.
+    """
+
+    def __init__(
+        self,
+        *,
+        dry_run: bool = False,
+        timeout: float = 60.0,
+        env: Optional[Mapping[str, str]] = None,
+    ):
+        self.dry_run = dry_run
+        self.timeout = timeout
+        self.env = dict(os.environ if env is None else env)
+        self.env["LC_ALL"] = "C"
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: Optional[str] = None,
+        check: bool = True,
+        timeout: Optional[float] = None,
+        changes: bool = False,
+    ) -> subprocess.CompletedProcess:
+        argv = [os.fspath(a) for a in argv]
+        if changes and self.dry_run:
+            log.info("dry-run: would run %s", " ".join(argv))
+            return subprocess.CompletedProcess(argv, 0, "", "")
+        log.debug("running %s", " ".join(argv))
+        try:
+            proc = subprocess.run(
+                argv,
+                input=input,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                env=self.env,
+                timeout=timeout or self.timeout,
+                check=False,
+            )
+        except FileNotFoundError as exc:
+            raise CommandError(argv, None, reason="command not found") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise CommandError(argv, None, reason=f"timed out after {exc.timeout}s") from exc
+        if check and proc.returncode != 0:
+            raise CommandError(argv, proc.returncode, proc.stdout, proc.stderr)
+        return proc
