@@ -6,7 +6,8 @@ Exit codes (a contract, see docs/cli.md): 0 all safe, 1 any kernel unsafe or unk
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 EXIT_SAFE = 0
 EXIT_UNSAFE = 1

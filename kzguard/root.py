@@ -13,8 +13,10 @@ import logging
 import os
 import posixpath
 import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Optional, Union
 
 from kzguard.errors import CommandError, FactError, UsageError
 
@@ -50,7 +52,7 @@ class Root:
         Missing components are kept as they are (like ``realpath -m``).
         """
         parts = [p for p in _norm(inner).split("/") if p]
-        done: List[str] = []
+        done: list[str] = []
         links = 0
         while parts:
             part = parts.pop(0)
@@ -114,19 +116,19 @@ class Root:
         except FactError:
             return default
 
-    def listdir(self, inner: str) -> List[str]:
+    def listdir(self, inner: str) -> list[str]:
         """Sorted entry names of a directory; empty when it is missing or unreadable."""
         try:
             return sorted(os.listdir(self.resolve(inner)))
         except OSError:
             return []
 
-    def glob(self, pattern: str) -> List[str]:
+    def glob(self, pattern: str) -> list[str]:
         """In-root paths matching a shell pattern, one level per ``/`` (no ``**``)."""
         parts = [p for p in _norm(pattern).split("/") if p]
         found = ["/"]
         for part in parts:
-            nxt: List[str] = []
+            nxt: list[str] = []
             for base in found:
                 if any(c in part for c in "*?["):
                     nxt.extend(
@@ -209,3 +211,40 @@ class Runner:
         if check and proc.returncode != 0:
             raise CommandError(argv, proc.returncode, proc.stdout, proc.stderr)
         return proc
+
+    def run_bytes(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes = b"",
+        max_output: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> subprocess.CompletedProcess:
+        """Run a read-only filter on bytes; ``stdout`` comes back as bytes, ``stderr`` as text.
+
+        Output is spooled to a temporary file and at most ``max_output + 1`` bytes of it are
+        read, so a caller tells a cut output by its length. A non-zero exit raises.
+        """
+        argv = [os.fspath(a) for a in argv]
+        log.debug("running %s", " ".join(argv))
+        with tempfile.TemporaryFile() as out:
+            try:
+                proc = subprocess.run(
+                    argv,
+                    input=input,
+                    stdout=out,
+                    stderr=subprocess.PIPE,
+                    env=self.env,
+                    timeout=timeout or self.timeout,
+                    check=False,
+                )
+            except FileNotFoundError as exc:
+                raise CommandError(argv, None, reason="command not found") from exc
+            except subprocess.TimeoutExpired as exc:
+                raise CommandError(argv, None, reason=f"timed out after {exc.timeout}s") from exc
+            out.seek(0)
+            stdout = out.read(-1 if max_output is None else max_output + 1)
+        stderr = proc.stderr.decode("utf-8", errors="replace")
+        if proc.returncode != 0:
+            raise CommandError(argv, proc.returncode, "", stderr)
+        return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)

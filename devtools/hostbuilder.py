@@ -1,0 +1,172 @@
+"""Build system root trees in the real on-disk formats, for tests, examples and benchmarks.
+
+Modules are real ELF objects made by the toolchain (:mod:`devtools.kobuild`), META files
+are written the way OpenZFS ships them, DKMS trees the way DKMS lays them out
+(:mod:`devtools.dkmstree`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Optional, Union
+
+from devtools import kobuild
+
+OS_RELEASES = {
+    "fedora41": dict(
+        NAME="Fedora Linux",
+        ID="fedora",
+        VERSION_ID="41",
+        PRETTY_NAME="Fedora Linux 41 (Server Edition)",
+    ),
+    "rocky9": dict(
+        NAME="Rocky Linux",
+        ID="rocky",
+        ID_LIKE="rhel centos fedora",
+        VERSION_ID="9.5",
+        PRETTY_NAME="Rocky Linux 9.5 (Blue Onyx)",
+    ),
+    "debian12": dict(
+        NAME="Debian GNU/Linux",
+        ID="debian",
+        VERSION_ID="12",
+        VERSION_CODENAME="bookworm",
+        PRETTY_NAME="Debian GNU/Linux 12 (bookworm)",
+    ),
+    "ubuntu2404": dict(
+        NAME="Ubuntu",
+        ID="ubuntu",
+        ID_LIKE="debian",
+        VERSION_ID="24.04",
+        PRETTY_NAME="Ubuntu 24.04.1 LTS",
+    ),
+    "arch": dict(NAME="Arch Linux", ID="arch", BUILD_ID="rolling", PRETTY_NAME="Arch Linux"),
+}
+
+META_TEMPLATE = """Meta:          1
+Name:          zfs
+Branch:        1.0
+Version:       {version}
+Release:       {release}
+Release-Tags:  relext
+License:       CDDL
+Author:        OpenZFS
+Linux-Maximum: {linux_max}
+Linux-Minimum: {linux_min}
+"""
+
+
+class HostTree:
+    """A root directory being built. Paths given to methods are in-root (``/etc/...``)."""
+
+    def __init__(self, path: Union[str, Path]):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def host(self, inner: str) -> Path:
+        return self.path / inner.lstrip("/")
+
+    def write(self, inner: str, content: Union[str, bytes]) -> Path:
+        target = self.host(inner)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            target.write_text(content, encoding="utf-8")
+        return target
+
+    def symlink(self, inner: str, target: str) -> Path:
+        link = self.host(inner)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        os.symlink(target, link)
+        return link
+
+    def os_release(self, name: str) -> HostTree:
+        fields = OS_RELEASES[name]
+        self.write("/etc/os-release", "".join(f'{k}="{v}"\n' for k, v in fields.items()))
+        return self
+
+    def running(self, release: str) -> HostTree:
+        self.write("/proc/sys/kernel/osrelease", release + "\n")
+        return self
+
+    def kernel(self, release: str, *, modules_root: str = "/lib/modules") -> HostTree:
+        """An installed kernel: its modules directory with the files a kernel package ships."""
+        base = f"{modules_root}/{release}"
+        self.write(f"{base}/modules.order", "kernel/fs/ext4/ext4.ko\n")
+        self.write(f"{base}/modules.builtin", "kernel/fs/vfat/vfat.ko\n")
+        self.host(f"{base}/kernel/fs").mkdir(parents=True, exist_ok=True)
+        self.write(f"{base}/vmlinuz", b"\x00" * 64)
+        return self
+
+    def module(
+        self,
+        release: str,
+        name: str,
+        version: str,
+        *,
+        location: str = "updates/dkms",
+        compression: Optional[str] = None,
+        built_for: Optional[str] = None,
+        modules_root: str = "/lib/modules",
+    ) -> Path:
+        """A real .ko (ELF with .modinfo) for ``release``, built for ``built_for`` (vermagic)."""
+        dest = self.host(f"{modules_root}/{release}/{location}")
+        dest.mkdir(parents=True, exist_ok=True)
+        return kobuild.build_module(
+            dest,
+            name=name,
+            version=version,
+            vermagic=kobuild.vermagic_for(built_for or release),
+            compression=compression,
+        )
+
+    def weak_link(
+        self,
+        release: str,
+        name: str,
+        built_release: str,
+        *,
+        location: str = "extra/zfs",
+        suffix: str = ".ko",
+        modules_root: str = "/lib/modules",
+    ) -> Path:
+        """An EL weak-updates link: ``release`` uses the module installed for ``built_release``."""
+        target = f"{modules_root}/{built_release}/{location}/{name}{suffix}"
+        return self.symlink(f"{modules_root}/{release}/weak-updates/zfs/{name}{suffix}", target)
+
+    def zfs_source(
+        self, version: str, linux_min: str, linux_max: str, *, release: str = "1"
+    ) -> Path:
+        """``/usr/src/zfs-<version>/`` with a META as OpenZFS ships it and a dkms.conf."""
+        self.write(
+            f"/usr/src/zfs-{version}/dkms.conf",
+            f'PACKAGE_NAME="zfs"\nPACKAGE_VERSION="{version}"\n',
+        )
+        return self.write(
+            f"/usr/src/zfs-{version}/META",
+            META_TEMPLATE.format(
+                version=version, release=release, linux_min=linux_min, linux_max=linux_max
+            ),
+        )
+
+    def dkms(self, module: str, version: str, kernel: str, state: str = "installed") -> HostTree:
+        """A DKMS tree entry laid out as DKMS itself leaves it."""
+        from devtools import dkmstree
+
+        dkmstree.make_dkms_entry(self.path, module, version, kernel, state=state)
+        return self
+
+    def config(self, text: str) -> Path:
+        return self.write("/etc/kzguard/kzguard.yaml", text)
+
+    def remove(self, inner: str) -> None:
+        target = self.host(inner)
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()

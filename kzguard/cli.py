@@ -1,0 +1,154 @@
+"""The ``kzguard`` command: argument parsing and output only; the work is in the layers below.
+
+Exit codes: 0 every judged kernel is safe, 1 any is unsafe or unknown, 2 usage or
+configuration error, 3 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+from collections.abc import Sequence
+from typing import Optional
+
+from kzguard import __version__
+from kzguard.errors import EXIT_INTERNAL, KzguardError, UsageError
+
+log = logging.getLogger("kzguard")
+_ZFS_VERSION = re.compile(r"(zfs-)?\d+\.\d+(\.\d+)?(-rc\d+)?(-\d+)?\Z")
+
+
+def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """Global options, accepted before and after the subcommand."""
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument(
+        "--root", metavar="DIR", default=default if suppress else "/", help="system root to judge"
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", default=default, help="configuration file (host path)"
+    )
+    parser.add_argument(
+        "--json", action="store_true", default=default if suppress else False, help="JSON output"
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=default if suppress else False,
+        help="change nothing; say what would be done",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=default if suppress else 0,
+        help="more logging (twice for debug)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kzguard",
+        description="Keep the next boot off kernels that cannot load the ZFS module.",
+    )
+    parser.add_argument("--version", action="version", version=f"kzguard {__version__}")
+    _global_options(parser, suppress=False)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, suppress=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    status = sub.add_parser(
+        "status", parents=[common], help="the host, every kernel's verdict and the next boot"
+    )
+    status.set_defaults(func=cmd_status)
+
+    check = sub.add_parser(
+        "check",
+        parents=[common],
+        help="judge kernels; exit 0 all safe, 1 any unsafe or unknown",
+    )
+    check.add_argument(
+        "--kernel",
+        metavar="RELEASE",
+        action="append",
+        default=[],
+        help="a kernel release to judge (repeatable; default: installed and pending kernels)",
+    )
+    check.add_argument(
+        "--zfs-version", metavar="V", help="judge as if ZFS V were installed (e.g. 2.3.1)"
+    )
+    check.set_defaults(func=cmd_check)
+    return parser
+
+
+def _report(args: argparse.Namespace, kernels: Sequence[str] = (), zfs_version=None):
+    from kzguard.config import load_config
+    from kzguard.facts.host import gather
+    from kzguard.policy import judge
+    from kzguard.root import Root
+
+    root = Root.open(args.root)
+    config = load_config(root, args.config)
+    host = gather(root, config.modules)
+    return judge(
+        host,
+        config.zfs_ranges,
+        kernels=kernels,
+        zfs_version=zfs_version,
+        ranges_origin=config.source,
+    )
+
+
+def _emit(args: argparse.Namespace, report, *, header: bool = True) -> int:
+    from kzguard import report as render
+
+    if args.json:
+        sys.stdout.write(render.to_json(report))
+    else:
+        sys.stdout.write(render.render(report, header=header))
+    return report.exit_code
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    return _emit(args, _report(args))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from kzguard.kernelrelease import parse_release
+
+    for release in args.kernel:
+        parse_release(release)
+    if args.zfs_version is not None and not _ZFS_VERSION.match(args.zfs_version):
+        raise UsageError(f"--zfs-version {args.zfs_version!r} is not a ZFS version (like 2.3.1)")
+    report = _report(args, tuple(dict.fromkeys(args.kernel)), args.zfs_version)
+    return _emit(args, report, header=not args.kernel)
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING - 10 * min(verbosity, 2)
+    logging.basicConfig(level=level, format="kzguard: %(levelname)s: %(message)s")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return int(args.func(args))
+    except KzguardError as exc:
+        print(f"kzguard: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("kzguard: interrupted", file=sys.stderr)
+        return EXIT_INTERNAL
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_INTERNAL
+    except Exception as exc:
+        if args.verbose:
+            log.exception("internal error")
+        print(f"kzguard: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL

@@ -1,0 +1,22 @@
+"""Arch: zfs-linux from archzfs (built for one exact kernel) or zfs-dkms; pacman."""
+
+from __future__ import annotations
+
+from kzguard.distros.base import PACKAGE, Distro
+
+
+class Arch(Distro):
+    family = "arch"
+    zfs_delivery = PACKAGE
+    module_roots = ("/usr/lib/modules", "/lib/modules")
+    managers = ("pacman",)
+    bootloaders = ("systemd-boot", "grub", "zfsbootmenu")
+
+    def hold_command(self, release: str) -> str:
+        return "add the kernel package to IgnorePkg in /etc/pacman.conf"
+
+    def rebuild_command(self, release: str) -> str:
+        return f"dkms autoinstall -k {release}  (zfs-dkms) or pacman -S zfs-linux (archzfs)"
+
+    def upgrade_zfs_command(self) -> str:
+        return "pacman -Syu zfs-utils zfs-linux (or zfs-dkms)"

@@ -1,0 +1,37 @@
+"""What every distro family answers: how ZFS reaches a kernel, where modules live, what to run."""
+
+from __future__ import annotations
+
+# How the zfs module reaches a kernel.
+DKMS = "dkms"  # built on the host by DKMS from /usr/src/zfs-<ver>
+KMOD = "kmod"  # kABI-tracked kmod package, linked into new kernels by weak-modules (EL)
+PREBUILT = "prebuilt"  # ships with the kernel package (Ubuntu, Proxmox): no upstream range
+PACKAGE = "package"  # a per-kernel package built from upstream OpenZFS (archzfs zfs-linux)
+NONE = "none"  # no ZFS found on the host
+
+DELIVERIES = (DKMS, KMOD, PREBUILT, PACKAGE, NONE)
+
+
+class Distro:
+    """A distro family. Leaves override class attributes and the advice methods."""
+
+    family = "unknown"
+    zfs_delivery = DKMS
+    module_roots: tuple[str, ...] = ("/lib/modules", "/usr/lib/modules")
+    managers: tuple[str, ...] = ()
+    bootloaders: tuple[str, ...] = ("grub",)
+
+    def hold_command(self, release: str) -> str:
+        """How an admin keeps this kernel from being installed."""
+        return f"kzguard pin add {release}"
+
+    def rebuild_command(self, release: str) -> str:
+        """How an admin rebuilds the zfs module for this kernel."""
+        return f"dkms autoinstall -k {release}"
+
+    def upgrade_zfs_command(self) -> str:
+        """How an admin upgrades ZFS to a release that supports newer kernels."""
+        return "upgrade the zfs packages"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} family={self.family}>"

@@ -1,0 +1,18 @@
+"""Debian: zfs-dkms from contrib; apt; GRUB with saved_entry."""
+
+from __future__ import annotations
+
+from kzguard.distros.base import DKMS, Distro
+
+
+class Debian(Distro):
+    family = "debian"
+    zfs_delivery = DKMS
+    managers = ("apt",)
+    bootloaders = ("grub", "systemd-boot")
+
+    def hold_command(self, release: str) -> str:
+        return f"apt-mark hold linux-image-{release}"
+
+    def upgrade_zfs_command(self) -> str:
+        return "apt install -t stable-backports zfs-dkms zfsutils-linux"

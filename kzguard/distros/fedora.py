@@ -1,0 +1,19 @@
+"""Fedora: zfs-dkms from the OpenZFS repository; dnf4 or dnf5; GRUB with BLS entries."""
+
+from __future__ import annotations
+
+from kzguard.distros.base import DKMS, Distro
+
+
+class Fedora(Distro):
+    family = "fedora"
+    zfs_delivery = DKMS
+    managers = ("dnf", "dnf5")
+    bootloaders = ("grub-bls", "systemd-boot")
+
+    def hold_command(self, release: str) -> str:
+        version = release.rsplit(".", 1)[0]
+        return f"dnf versionlock exclude 'kernel*-{version}'"
+
+    def upgrade_zfs_command(self) -> str:
+        return "dnf upgrade zfs zfs-dkms"

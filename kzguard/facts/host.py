@@ -1,0 +1,138 @@
+"""Gather every fact about a root into one read-only :class:`Host` (no decisions here)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Optional
+
+from kzguard import distros
+from kzguard.distros.base import DKMS, KMOD, NONE, PACKAGE, PREBUILT, Distro
+from kzguard.facts import dkms as dkms_facts
+from kzguard.facts.kernels import InstalledKernel, read_installed
+from kzguard.facts.osrelease import OsRelease, read_os_release, read_running_release
+from kzguard.facts.packages import PendingKernel, pending_kernels
+from kzguard.facts.zfs import ZfsSource, read_sources, version_key
+from kzguard.root import Root
+
+ZFS_MODULES = ("zfs", "spl")
+PROXMOX_MARKERS = ("/etc/pve", "/usr/share/doc/pve-manager", "/usr/share/doc/proxmox-ve")
+
+
+@dataclass(frozen=True)
+class Host:
+    """What kzguard knows about one root."""
+
+    root: str
+    os: OsRelease
+    family: str
+    distro: Distro
+    running: Optional[str]
+    installed: tuple[InstalledKernel, ...]
+    pending: tuple[PendingKernel, ...]
+    zfs_sources: tuple[ZfsSource, ...]
+    dkms: tuple[dkms_facts.DkmsEntry, ...]
+    delivery: str
+    guarded: tuple[str, ...]
+    problems: tuple[str, ...] = ()
+
+    def installed_kernel(self, release: str) -> Optional[InstalledKernel]:
+        for kernel in self.installed:
+            if kernel.release == release:
+                return kernel
+        return None
+
+    def dkms_versions(self, module: str = "zfs") -> list[str]:
+        return dkms_facts.versions(list(self.dkms), module)
+
+    def module_versions(self, module: str = "zfs") -> list[str]:
+        """Versions of ``module`` found in installed kernels, newest first."""
+        found = {
+            m.version
+            for k in self.installed
+            for m in [k.module(module)]
+            if m is not None and m.version
+        }
+        return sorted(found, key=version_key, reverse=True)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "root": self.root,
+            "os": self.os.to_dict(),
+            "family": self.family,
+            "running_kernel": self.running,
+            "installed_kernels": [k.release for k in self.installed],
+            "pending_kernels": [p.to_dict() for p in self.pending],
+            "zfs": {
+                "delivery": self.delivery,
+                "sources": [s.to_dict() for s in self.zfs_sources],
+                "dkms_versions": self.dkms_versions(),
+                "module_versions": self.module_versions(),
+            },
+            "dkms": [e.to_dict() for e in self.dkms],
+            "guarded_modules": list(self.guarded),
+            "problems": list(self.problems),
+        }
+
+
+def detect_family(root: Root, os_release: OsRelease, kernels: Sequence[str]) -> str:
+    """The distro family; Proxmox VE says ID=debian, so look for its own marks too."""
+    family = distros.family_for(os_release.id, os_release.id_like)
+    if family == "debian" and (
+        any(root.exists(p) for p in PROXMOX_MARKERS) or any(k.endswith("-pve") for k in kernels)
+    ):
+        return "proxmox"
+    return family
+
+
+def detect_delivery(
+    distro: Distro,
+    sources: Sequence[ZfsSource],
+    dkms: Sequence[dkms_facts.DkmsEntry],
+    installed: Sequence[InstalledKernel],
+) -> str:
+    """How zfs reaches a kernel on this host: DKMS wins wherever it is set up."""
+    if sources or dkms_facts.versions(list(dkms), "zfs"):
+        return DKMS
+    modules = [m for k in installed for m in [k.module("zfs")] if m is not None]
+    if not modules:
+        return NONE if distro.zfs_delivery != PREBUILT else PREBUILT
+    if any(m.kabi_tracked for m in modules) or distro.zfs_delivery == KMOD:
+        return KMOD
+    if distro.zfs_delivery == PREBUILT or all(m.location == "kernel/zfs" for m in modules):
+        return PREBUILT
+    return PACKAGE
+
+
+def gather(root: Root, modules: Sequence[str] = ZFS_MODULES) -> Host:
+    """Read every fact kzguard judges by from ``root``; never changes anything."""
+    os_release = read_os_release(root)
+    guarded = tuple(dict.fromkeys(modules))
+    base_distro = distros.distro_for(distros.family_for(os_release.id, os_release.id_like))
+    installed = read_installed(root, base_distro.module_roots, guarded)
+    releases = [k.release for k in installed]
+    family = detect_family(root, os_release, releases)
+    distro = distros.distro_for(family)
+    problems: list[str] = []
+    sources = read_sources(root)
+    problems += [f"{s.path}: {s.error}" for s in sources if s.error]
+    dkms = dkms_facts.read_tree(root)
+    pending, pending_problems = pending_kernels(root, releases)
+    problems += pending_problems
+    return Host(
+        root=str(root.path),
+        os=os_release,
+        family=family,
+        distro=distro,
+        running=read_running_release(root),
+        installed=tuple(installed),
+        pending=tuple(p for p in pending if p.release not in releases),
+        zfs_sources=tuple(sources),
+        dkms=tuple(dkms),
+        delivery=detect_delivery(distro, sources, dkms, installed),
+        guarded=guarded,
+        problems=tuple(problems),
+    )
+
+
+__all__ = ["DKMS", "KMOD", "NONE", "PACKAGE", "PREBUILT", "Host", "gather"]

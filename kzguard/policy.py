@@ -1,0 +1,347 @@
+"""The policy: facts (+ a transaction) -> a verdict per kernel, with reasons. No I/O here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Optional
+
+from kzguard.distros.base import DKMS, NONE, PREBUILT
+from kzguard.errors import EXIT_SAFE, EXIT_UNSAFE
+from kzguard.facts import dkms as dkms_facts
+from kzguard.facts.host import ZFS_MODULES, Host
+from kzguard.facts.kernels import MODULE_DIRS, InstalledKernel, ModuleFile
+from kzguard.facts.zfs import LinuxRange, normalize_version, range_for, version_key
+from kzguard.kernelrelease import KernelRelease, sort_key, try_parse_release
+from kzguard.reasons import SAFE, Reason, verdict_of
+from kzguard.transaction import Transaction
+
+RUNNING, INSTALLED, PENDING, TRANSACTION, REQUESTED = (
+    "running",
+    "installed",
+    "pending",
+    "transaction",
+    "requested",
+)
+
+
+@dataclass(frozen=True)
+class KernelVerdict:
+    """The verdict on one kernel release."""
+
+    release: str
+    upstream: Optional[str]
+    verdict: str
+    reasons: tuple[Reason, ...]
+    states: tuple[str, ...]
+    modules: tuple[tuple[str, Optional[ModuleFile]], ...] = ()
+    zfs_version: Optional[str] = None
+    zfs_range: Optional[LinuxRange] = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def safe(self) -> bool:
+        return self.verdict == SAFE
+
+    def to_dict(self) -> dict[str, object]:
+        modules = {name: (m.to_dict() if m else None) for name, m in self.modules}
+        return {
+            "release": self.release,
+            "upstream": self.upstream,
+            "verdict": self.verdict,
+            "reasons": [r.code for r in self.reasons],
+            "details": [r.to_dict() for r in self.reasons],
+            "state": list(self.states),
+            "module": modules.get("zfs"),
+            "modules": modules,
+            "zfs_version": self.zfs_version,
+            "zfs_range": self.zfs_range.to_dict() if self.zfs_range else None,
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class NextBoot:
+    release: str
+    safe: bool
+    verdict: str
+    source: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "release": self.release,
+            "safe": self.safe,
+            "verdict": self.verdict,
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True)
+class Report:
+    """Every verdict of one run, the host they were judged on, and the next boot."""
+
+    kernels: tuple[KernelVerdict, ...]
+    host: Host
+    next_boot: Optional[NextBoot]
+    transaction: Optional[Transaction] = None
+    zfs_override: Optional[str] = None
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every judged kernel is safe, 1 when any is unsafe or unknown."""
+        return EXIT_SAFE if all(k.safe for k in self.kernels) else EXIT_UNSAFE
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "kernels": [k.to_dict() for k in self.kernels],
+            "host": self.host.to_dict(),
+            "next_boot": self.next_boot.to_dict() if self.next_boot else None,
+            "transaction": self.transaction.to_dict() if self.transaction else None,
+            "zfs_override": self.zfs_override,
+        }
+
+
+def judge(
+    host: Host,
+    zfs_ranges: Mapping[str, tuple[str, str]],
+    *,
+    kernels: Sequence[str] = (),
+    zfs_version: Optional[str] = None,
+    transaction: Optional[Transaction] = None,
+    ranges_origin: str = "config",
+) -> Report:
+    """Judge the named kernels (default: every installed, pending and transaction kernel)."""
+    override = zfs_version or (transaction.zfs_version if transaction else None)
+    judge_one = _Judge(host, zfs_ranges, ranges_origin, override, transaction)
+    targets = _targets(host, kernels, transaction)
+    verdicts = tuple(judge_one(release, states) for release, states in targets.items())
+    return Report(
+        verdicts, host, _next_boot(host, verdicts, judge_one, transaction), transaction, override
+    )
+
+
+def _targets(
+    host: Host, requested: Sequence[str], transaction: Optional[Transaction]
+) -> dict[str, tuple[str, ...]]:
+    states: dict[str, list[str]] = {}
+
+    def add(releases: Iterable[str], state: str) -> None:
+        for release in releases:
+            states.setdefault(release, [])
+            if state not in states[release]:
+                states[release].append(state)
+
+    removed = set(transaction.remove) if transaction else set()
+    installed = [k.release for k in host.installed if k.release not in removed]
+    if requested:
+        add(requested, REQUESTED)
+    else:
+        add(installed, INSTALLED)
+        add((p.release for p in host.pending), PENDING)
+        add(transaction.install if transaction else (), TRANSACTION)
+    for release in states:
+        if release == host.running:
+            states[release].insert(0, RUNNING)
+        if release in installed and INSTALLED not in states[release]:
+            states[release].append(INSTALLED)
+        if any(p.release == release for p in host.pending) and PENDING not in states[release]:
+            states[release].append(PENDING)
+    ordered = sorted(states, key=sort_key)
+    return {release: tuple(states[release]) for release in ordered}
+
+
+def _next_boot(
+    host: Host,
+    verdicts: Sequence[KernelVerdict],
+    judge_one: _Judge,
+    transaction: Optional[Transaction],
+) -> Optional[NextBoot]:
+    """The kernel the next boot will use: the newest installed one after the transaction.
+
+    Until the bootloader is read (the boot-default guard), this is what GRUB, grubby and
+    systemd-boot pick by default on every supported family.
+    """
+    removed = set(transaction.remove) if transaction else set()
+    candidates = [k.release for k in host.installed if k.release not in removed]
+    candidates += list(transaction.install) if transaction else []
+    if not candidates:
+        return None
+    release = max(candidates, key=sort_key)
+    verdict = next((v for v in verdicts if v.release == release), None)
+    if verdict is None:
+        verdict = judge_one(release, (INSTALLED,))
+    return NextBoot(release, verdict.safe, verdict.verdict, "newest-installed")
+
+
+class _Judge:
+    """Judges one release at a time against fixed facts."""
+
+    def __init__(
+        self,
+        host: Host,
+        zfs_ranges: Mapping[str, tuple[str, str]],
+        ranges_origin: str,
+        override: Optional[str],
+        transaction: Optional[Transaction],
+    ):
+        self.host = host
+        self.zfs_ranges = zfs_ranges
+        self.ranges_origin = ranges_origin
+        self.override = normalize_version(override) if override else None
+        self.removed = set(transaction.remove) if transaction else set()
+
+    def __call__(self, release: str, states: tuple[str, ...]) -> KernelVerdict:
+        parsed = try_parse_release(release)
+        if parsed is None:
+            reason = Reason("release-unparsable", f"{release!r} is not a kernel release")
+            return KernelVerdict(release, None, verdict_of((reason,)), (reason,), states)
+        kernel = None if release in self.removed else self.host.installed_kernel(release)
+        reasons: list[Reason] = []
+        notes: list[str] = []
+        version, linux_range = self._zfs(parsed, kernel, reasons, notes)
+        modules = kernel.modules if kernel else ()
+        if kernel is not None and self.override and self.host.delivery != PREBUILT:
+            notes.append(
+                f"modules are rebuilt for ZFS {self.override}; they are checked after install"
+            )
+        elif kernel is not None:
+            reasons += self._module_reasons(kernel, notes)
+        else:
+            notes.append("not installed yet: judged by range; modules are checked after install")
+        final = tuple(reasons)
+        return KernelVerdict(
+            release,
+            parsed.upstream_str,
+            verdict_of(final),
+            final,
+            states,
+            modules,
+            version,
+            linux_range,
+            tuple(notes),
+        )
+
+    def _zfs(
+        self,
+        parsed: KernelRelease,
+        kernel: Optional[InstalledKernel],
+        reasons: list[Reason],
+        notes: list[str],
+    ) -> tuple[Optional[str], Optional[LinuxRange]]:
+        """The ZFS version this kernel gets and its range check."""
+        delivery = self.host.delivery
+        if delivery == PREBUILT:
+            notes.append("the zfs module ships with the kernel package: judged by the module")
+            return None, None
+        if delivery == NONE and not self.override:
+            reasons.append(Reason("zfs-not-found", "no ZFS source, package or module found"))
+            return None, None
+        version = self.override or self._zfs_version(kernel)
+        if version is None:
+            reasons.append(
+                Reason("zfs-version-unknown", "cannot tell which ZFS version this kernel gets")
+            )
+            return None, None
+        found = range_for(version, list(self.host.zfs_sources), self.zfs_ranges, self.ranges_origin)
+        if found is None:
+            reasons.append(
+                Reason(
+                    "zfs-version-unknown",
+                    f"ZFS {version} is in no META, built-in table or config zfs_ranges",
+                    details={"zfs_version": version},
+                )
+            )
+            return version, None
+        code = found.judge(parsed)
+        if code:
+            reasons.append(Reason(code, _range_message(code, parsed, found), "zfs"))
+        return version, found
+
+    def _zfs_version(self, kernel: Optional[InstalledKernel]) -> Optional[str]:
+        """The ZFS version on disk for an installed kernel, else what a new one would get."""
+        module = kernel.module("zfs") if kernel else None
+        if module is not None and module.version:
+            return normalize_version(module.version)
+        host = self.host
+        candidates: list[str] = []
+        if host.delivery == DKMS:
+            candidates = host.dkms_versions("zfs") or [
+                s.version for s in host.zfs_sources if s.version
+            ]
+        else:
+            candidates = host.module_versions("zfs")
+        candidates = sorted({normalize_version(v) for v in candidates}, key=version_key)
+        return candidates[-1] if candidates else None
+
+    def _module_reasons(self, kernel: InstalledKernel, notes: list[str]) -> list[Reason]:
+        reasons: list[Reason] = []
+        dkms_checked = set()
+        for name in self.host.guarded:
+            if name in ZFS_MODULES and self.host.delivery == NONE:
+                continue
+            module = kernel.module(name)
+            reasons += _file_reasons(kernel, name, module, notes)
+            package = _dkms_package(self.host, name)
+            if package and package not in dkms_checked:
+                dkms_checked.add(package)
+                entry = dkms_facts.find(list(self.host.dkms), package, kernel.release)
+                if entry is None or entry.state != "installed":
+                    state = entry.state if entry else "not built"
+                    reasons.append(
+                        Reason(
+                            "dkms-not-installed",
+                            f"DKMS {package} for {kernel.release}: {state}",
+                            name,
+                            {"dkms_state": state},
+                        )
+                    )
+        return reasons
+
+
+def _file_reasons(
+    kernel: InstalledKernel, name: str, module: Optional[ModuleFile], notes: list[str]
+) -> list[Reason]:
+    if module is None:
+        where = ", ".join(MODULE_DIRS)
+        return [
+            Reason("module-missing", f"{name}.ko not in {kernel.modules_dir}/{{{where}}}", name)
+        ]
+    if module.error:
+        return [Reason("module-unreadable", f"{module.path}: {module.error}", name)]
+    built_for = module.vermagic_release
+    if built_for == kernel.release:
+        return []
+    if module.kabi_tracked:
+        notes.append(f"{name}: kABI-tracked module built for {built_for}, linked by weak-modules")
+        return []
+    return [
+        Reason(
+            "vermagic-mismatch",
+            f"{module.path} was built for {built_for or 'no vermagic'}",
+            name,
+            {"vermagic_release": built_for},
+        )
+    ]
+
+
+def _dkms_package(host: Host, name: str) -> Optional[str]:
+    """The DKMS package that builds kernel module ``name``, when DKMS manages it here."""
+    registered = {e.module for e in host.dkms}
+    if name in ZFS_MODULES:
+        if host.delivery != DKMS:
+            return None
+        return "zfs" if "zfs" in registered or not registered else name
+    return name if name in registered else None
+
+
+def _range_message(code: str, parsed: KernelRelease, found: LinuxRange) -> str:
+    series = f"{parsed.major}.{parsed.minor}"
+    if code == "kernel-too-new":
+        return (
+            f"Linux {series} is newer than ZFS {found.zfs_version} supports "
+            f"(up to {found.linux_max}, from {found.origin})"
+        )
+    return (
+        f"Linux {parsed.upstream_str} is older than ZFS {found.zfs_version} supports "
+        f"(from {found.linux_min}, from {found.origin})"
+    )

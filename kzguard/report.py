@@ -1,0 +1,143 @@
+"""Render a :class:`~kzguard.policy.Report` for people (a table and what to do) or as JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Optional
+
+from kzguard.distros.base import DKMS, KMOD, NONE, PACKAGE, PREBUILT
+from kzguard.policy import KernelVerdict, Report
+from kzguard.reasons import SAFE, Reason
+
+DELIVERY_LABELS = {
+    DKMS: "DKMS",
+    KMOD: "kABI-tracked kmod",
+    PREBUILT: "prebuilt with the kernel",
+    PACKAGE: "per-kernel package",
+    NONE: "not found",
+}
+
+
+def to_json(report: Report) -> str:
+    return json.dumps(report.to_dict(), indent=2, sort_keys=False) + "\n"
+
+
+def render(report: Report, *, header: bool = True) -> str:
+    """The human view: host summary, one line per kernel, then each problem with its fix."""
+    lines: list[str] = []
+    if header:
+        lines += _header(report)
+        lines.append("")
+    lines += _table(report.kernels)
+    problems = [k for k in report.kernels if k.verdict != SAFE]
+    if problems:
+        lines += ["", "What to do"]
+        for kernel in problems:
+            lines += _problem(report, kernel)
+    if header and report.host.problems:
+        lines += ["", "Facts kzguard could not read"]
+        lines += [f"  {p}" for p in report.host.problems]
+    return "\n".join(lines) + "\n"
+
+
+def _header(report: Report) -> list[str]:
+    host = report.host
+    name = host.os.pretty_name or host.os.id or "unknown OS"
+    lines = [
+        f"Host       {name} (family {host.family}, root {host.root})",
+        f"Running    {host.running or 'unknown'}",
+        f"ZFS        {_zfs_summary(report)}",
+    ]
+    if report.transaction:
+        t = report.transaction
+        lines.append(
+            f"Change     {t.manager}: install {', '.join(t.install) or 'no kernel'}"
+            + (f", ZFS -> {t.zfs_version}" if t.zfs_version else "")
+        )
+    nb = report.next_boot
+    if nb:
+        lines.append(f"Next boot  {nb.release}  {_verdict_label(nb.verdict)}  (newest installed)")
+    else:
+        lines.append("Next boot  no installed kernel found")
+    return lines
+
+
+def _zfs_summary(report: Report) -> str:
+    host = report.host
+    label = DELIVERY_LABELS.get(host.delivery, host.delivery)
+    if report.zfs_override:
+        return f"judged as ZFS {report.zfs_override} (--zfs-version), now via {label}"
+    versions = host.dkms_versions() or host.module_versions()
+    ranged = next((k for k in report.kernels if k.zfs_range), None)
+    text = f"{versions[0] if versions else '?'} via {label}"
+    if ranged and ranged.zfs_range:
+        r = ranged.zfs_range
+        text += f"; supports Linux {r.linux_min} to {r.linux_max}.x ({r.origin})"
+    return text
+
+
+def _table(kernels: Sequence[KernelVerdict]) -> list[str]:
+    rows = [("KERNEL", "UPSTREAM", "STATE", "ZFS MODULE", "VERDICT")]
+    for k in kernels:
+        verdict = _verdict_label(k.verdict)
+        if k.reasons:
+            verdict += "  " + ",".join(dict.fromkeys(r.code for r in k.reasons))
+        rows.append((k.release, k.upstream or "?", ",".join(k.states), _module_cell(k), verdict))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return [
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4]
+        for row in rows
+    ]
+
+
+def _module_cell(kernel: KernelVerdict) -> str:
+    module = dict(kernel.modules).get("zfs") if kernel.modules else None
+    if module is None:
+        return "missing" if kernel.modules else "-"
+    if module.error:
+        return "unreadable"
+    return f"{module.version or '?'} {module.location}"
+
+
+def _verdict_label(verdict: str) -> str:
+    return "safe" if verdict == SAFE else verdict.upper()
+
+
+def _problem(report: Report, kernel: KernelVerdict) -> list[str]:
+    lines = ["", f"  {kernel.release}  {_verdict_label(kernel.verdict)}"]
+    for reason in kernel.reasons:
+        lines.append(f"    {reason.code}: {reason.message}")
+    for fix in dict.fromkeys(_advice(report, kernel, r) for r in kernel.reasons):
+        if fix:
+            lines.append(f"    -> {fix}")
+    return lines
+
+
+def _advice(report: Report, kernel: KernelVerdict, reason: Reason) -> Optional[str]:
+    distro = report.host.distro
+    release = kernel.release
+    code = reason.code
+    if code == "kernel-too-new":
+        return (
+            f"keep it from being installed or booted ({distro.hold_command(release)}); "
+            f"upgrade ZFS first ({distro.upgrade_zfs_command()}), then "
+            f"`kzguard check --kernel {release} --zfs-version NEW`"
+        )
+    if code == "kernel-too-old":
+        return "boot a newer kernel, or keep a ZFS release that still supports this one"
+    if code in ("module-missing", "vermagic-mismatch", "dkms-not-installed", "module-unreadable"):
+        fix = f"rebuild the module: {distro.rebuild_command(release)}"
+        if report.host.delivery == DKMS:
+            fix += "; the build log is under /var/lib/dkms/zfs/<version>/build/make.log"
+        return fix + "; do not reboot into this kernel until `kzguard check` says safe"
+    if code == "zfs-version-unknown":
+        return (
+            'tell kzguard the range: add `zfs_ranges: {"VERSION": {linux_min: "4.18", '
+            'linux_max: "6.x"}}` to /etc/kzguard/kzguard.yaml from the OpenZFS release notes'
+        )
+    if code == "zfs-not-found":
+        return "install ZFS (zfs-dkms or your distro's zfs packages), or check --root"
+    if code == "release-unparsable":
+        return "check the kernel directory name under /lib/modules"
+    return None
