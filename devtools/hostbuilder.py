@@ -142,11 +142,12 @@ class HostTree:
     def zfs_source(
         self, version: str, linux_min: str, linux_max: str, *, release: str = "1"
     ) -> Path:
-        """``/usr/src/zfs-<version>/`` with a META as OpenZFS ships it and a dkms.conf."""
-        self.write(
-            f"/usr/src/zfs-{version}/dkms.conf",
-            f'PACKAGE_NAME="zfs"\nPACKAGE_VERSION="{version}"\n',
-        )
+        """``/usr/src/zfs-<version>/`` with a META as OpenZFS ships it and a full dkms.conf."""
+        from devtools import dkmstree
+
+        conf = f"/usr/src/zfs-{version}/dkms.conf"
+        if not self.host(conf).exists():
+            self.write(conf, dkmstree.dkms_conf("zfs", version, dkmstree.default_modules("zfs")))
         return self.write(
             f"/usr/src/zfs-{version}/META",
             META_TEMPLATE.format(

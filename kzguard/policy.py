@@ -259,9 +259,10 @@ class _Judge:
 
     def _zfs_version(self, kernel: Optional[InstalledKernel]) -> Optional[str]:
         """The ZFS version on disk for an installed kernel, else what a new one would get."""
-        module = kernel.module("zfs") if kernel else None
-        if module is not None and module.version:
-            return normalize_version(module.version)
+        for name in ZFS_MODULES:
+            module = kernel.module(name) if kernel else None
+            if module is not None and module.version:
+                return normalize_version(module.version)
         host = self.host
         candidates: list[str] = []
         if host.delivery == DKMS:
@@ -269,7 +270,7 @@ class _Judge:
                 s.version for s in host.zfs_sources if s.version
             ]
         else:
-            candidates = host.module_versions("zfs")
+            candidates = host.module_versions()
         candidates = sorted({normalize_version(v) for v in candidates}, key=version_key)
         return candidates[-1] if candidates else None
 

@@ -73,7 +73,8 @@ def render_docs() -> str:
     lines = [
         "# Reason codes",
         "",
-        "Stable strings in `kzguard check --json` (`kernels[].reasons[].code`).",
+        "Stable strings in `kzguard check --json`: `kernels[].reasons` lists them,",
+        "`kernels[].details[]` adds a message, the module and facts for each.",
         "A kernel is `unsafe` if any reason is unsafe, else `unknown` if any is unknown.",
         "",
         "| code | verdict | meaning |",

@@ -12,6 +12,7 @@ import fnmatch
 import logging
 import os
 import posixpath
+import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,6 +32,7 @@ class Root:
 
     def __init__(self, path: PathLike = "/"):
         self.path = Path(os.path.abspath(os.fspath(path)))
+        self._top = str(self.path).rstrip("/") + "/"
 
     @classmethod
     def open(cls, path: PathLike = "/") -> Root:
@@ -51,29 +53,44 @@ class Root:
 
         Missing components are kept as they are (like ``realpath -m``).
         """
-        parts = [p for p in _norm(inner).split("/") if p]
+        return Path(self._host(inner, follow_last))
+
+    def _host(self, inner: str, follow_last: bool = True) -> str:
+        """:meth:`resolve` as a string: one ``lstat`` per component, none past a missing one."""
+        top = self._top
+        parts = [p for p in inner.split("/") if p and p != "."]
+        parts.reverse()
         done: list[str] = []
         links = 0
+        missing = False
         while parts:
-            part = parts.pop(0)
-            if part == ".":
-                continue
+            part = parts.pop()
             if part == "..":
                 if done:
                     done.pop()
+                missing = False
                 continue
-            candidate = self.path.joinpath(*done, part)
-            if (parts or follow_last) and candidate.is_symlink():
-                links += 1
-                if links > _MAX_LINKS:
-                    raise FactError(f"too many levels of symbolic links in {inner}")
-                target = os.readlink(candidate)
-                if target.startswith("/"):
-                    done = []
-                parts = [p for p in target.split("/") if p] + parts
+            current = top + "/".join(done) + ("/" if done else "") + part
+            if missing or not (parts or follow_last):
+                done.append(part)
                 continue
-            done.append(part)
-        return self.path.joinpath(*done)
+            try:
+                mode = os.lstat(current).st_mode
+            except OSError:
+                missing = True
+                done.append(part)
+                continue
+            if not stat.S_ISLNK(mode):
+                done.append(part)
+                continue
+            links += 1
+            if links > _MAX_LINKS:
+                raise FactError(f"too many levels of symbolic links in {inner}")
+            target = os.readlink(current)
+            if target.startswith("/"):
+                done = []
+            parts.extend(reversed([p for p in target.split("/") if p and p != "."]))
+        return (top + "/".join(done)).rstrip("/") or "/"
 
     def to_inner(self, host_path: PathLike) -> str:
         """Return the in-root path of a host path that lies under the root."""
@@ -85,24 +102,25 @@ class Root:
         return "/" + rel
 
     def exists(self, inner: str) -> bool:
-        return self.resolve(inner).exists()
+        return os.path.exists(self._host(inner))
 
     def is_dir(self, inner: str) -> bool:
-        return self.resolve(inner).is_dir()
+        return os.path.isdir(self._host(inner))
 
     def is_file(self, inner: str) -> bool:
-        return self.resolve(inner).is_file()
+        return os.path.isfile(self._host(inner))
 
     def is_symlink(self, inner: str) -> bool:
-        return self.resolve(inner, follow_last=False).is_symlink()
+        return os.path.islink(self._host(inner, follow_last=False))
 
     def readlink(self, inner: str) -> str:
         """The raw target of a symlink (as written, not re-rooted)."""
-        return os.readlink(self.resolve(inner, follow_last=False))
+        return os.readlink(self._host(inner, follow_last=False))
 
     def read_bytes(self, inner: str) -> bytes:
         try:
-            return self.resolve(inner).read_bytes()
+            with open(self._host(inner), "rb") as handle:
+                return handle.read()
         except OSError as exc:
             raise FactError(f"cannot read {inner}: {exc.strerror or exc}") from exc
 
@@ -119,7 +137,7 @@ class Root:
     def listdir(self, inner: str) -> list[str]:
         """Sorted entry names of a directory; empty when it is missing or unreadable."""
         try:
-            return sorted(os.listdir(self.resolve(inner)))
+            return sorted(os.listdir(self._host(inner)))
         except OSError:
             return []
 

@@ -70,3 +70,12 @@ def test_proxmox_is_debian_with_pve_marks(tmp_path):
     assert detect_family(root, info, ["6.8.12-3-pve"]) == "proxmox"
     tree.write("/etc/pve/.version", "{}")
     assert detect_family(root, info, []) == "proxmox"
+
+
+def test_reason_docs_are_generated_from_the_code():
+    from pathlib import Path
+
+    from kzguard.reasons import render_docs
+
+    docs = Path(__file__).resolve().parent.parent / "docs" / "reasons.md"
+    assert docs.read_text() == render_docs(), "regenerate: python -c 'from kzguard.reasons ...'"

@@ -45,12 +45,13 @@ class Host:
     def dkms_versions(self, module: str = "zfs") -> list[str]:
         return dkms_facts.versions(list(self.dkms), module)
 
-    def module_versions(self, module: str = "zfs") -> list[str]:
-        """Versions of ``module`` found in installed kernels, newest first."""
+    def module_versions(self, modules: Sequence[str] = ZFS_MODULES) -> list[str]:
+        """Versions of the named modules found in installed kernels, newest first."""
         found = {
             m.version
             for k in self.installed
-            for m in [k.module(module)]
+            for name in modules
+            for m in [k.module(name)]
             if m is not None and m.version
         }
         return sorted(found, key=version_key, reverse=True)
@@ -94,7 +95,7 @@ def detect_delivery(
     """How zfs reaches a kernel on this host: DKMS wins wherever it is set up."""
     if sources or dkms_facts.versions(list(dkms), "zfs"):
         return DKMS
-    modules = [m for k in installed for m in [k.module("zfs")] if m is not None]
+    modules = [m for k in installed for n in ZFS_MODULES for m in [k.module(n)] if m is not None]
     if not modules:
         return NONE if distro.zfs_delivery != PREBUILT else PREBUILT
     if any(m.kabi_tracked for m in modules) or distro.zfs_delivery == KMOD:

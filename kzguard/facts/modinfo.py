@@ -2,8 +2,7 @@
 
 A module file is a relocatable ELF object, optionally compressed (``.ko.xz``, ``.ko.zst``,
 ``.ko.gz``). Its ``.modinfo`` section holds NUL-separated ``key=value`` strings, exactly as the
-kernel's ``MODULE_INFO()`` emits them. pyelftools is imported lazily, so importing this module
-stays cheap for the hooks' fast path.
+kernel's ``MODULE_INFO()`` emits them; the section is found by :mod:`kzguard.facts.elf`.
 """
 
 from __future__ import annotations
@@ -16,15 +15,13 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Optional
 
 from kzguard.errors import CommandError, FactError
+from kzguard.facts.elf import find_section
 from kzguard.root import Root, Runner
 
 COMPRESSION_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 MAX_MODULE_SIZE = 256 * 1024 * 1024
 """Decompressed size above which a module is refused (a decompression bomb guard)."""
 
-_ELF_MAGIC = b"\x7fELF"
-_SHF_COMPRESSED = 0x800
-_SHDR_SIZE = {32: 40, 64: 64}
 _READ_CHUNK = 1024 * 1024
 _ZSTD_STEP = 4096  # compressed bytes fed per call: bounds the overshoot past the cap
 
@@ -196,46 +193,10 @@ def parse_modinfo_section(section: bytes) -> ModInfo:
 
 def read_modinfo(data: bytes) -> ModInfo:
     """The ``.modinfo`` of an uncompressed module's bytes (ELF32/64, either byte order)."""
-    if data[:4] != _ELF_MAGIC:
-        raise FactError("not an ELF file")
-    return parse_modinfo_section(_modinfo_bytes(data))
-
-
-def _modinfo_bytes(data: bytes) -> bytes:
-    from elftools.elf.elffile import ELFFile
-
-    try:
-        elf = ELFFile(io.BytesIO(data))
-        _check_section_table(elf, len(data))
-        section = elf.get_section_by_name(".modinfo")
-        header = None if section is None else section.header
-    except FactError:
-        raise
-    except Exception as exc:  # pyelftools raises many types on garbage; all mean "malformed"
-        raise FactError(f"malformed ELF file: {_reason(exc)}") from exc
-    if header is None:
+    section = find_section(data, ".modinfo")
+    if section is None:
         raise FactError("no .modinfo section")
-    return _section_bytes(header, data)
-
-
-def _check_section_table(elf: Any, size: int) -> None:
-    """Refuse a section table that runs past the end or has a bogus entry size."""
-    entsize = elf["e_shentsize"]
-    if elf["e_shoff"] and entsize != _SHDR_SIZE[elf.elfclass]:
-        raise FactError(f"malformed ELF file: section header size {entsize}")
-    if elf["e_shoff"] + elf.num_sections() * entsize > size:
-        raise FactError("truncated ELF file: section table past end of file")
-
-
-def _section_bytes(header: Any, data: bytes) -> bytes:
-    if header["sh_type"] == "SHT_NOBITS":
-        return b""
-    if header["sh_flags"] & _SHF_COMPRESSED:
-        raise FactError("compressed .modinfo section is not supported")
-    start, size = header["sh_offset"], header["sh_size"]
-    if start + size > len(data):
-        raise FactError("truncated ELF file: .modinfo past end of file")
-    return data[start : start + size]
+    return parse_modinfo_section(section)
 
 
 # --- through a root --------------------------------------------------------------------------

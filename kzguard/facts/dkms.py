@@ -1,0 +1,484 @@
+"""DKMS state: read from the DKMS tree, or parsed from ``dkms status`` output.
+
+The layout (DKMS 3.0.10 on Debian 12, observed on real add/build/install/uninstall runs):
+
+- ``add`` creates ``<tree>/<m>/<v>/source``, an absolute link to ``<srctree>/<m>-<v>`` (the
+  dir holding ``dkms.conf``), and an empty ``<tree>/<m>/<v>/build/``.
+- ``build`` copies the source into ``build/``, runs make there and, on success, leaves
+  ``<tree>/<m>/<v>/<kernel>/<arch>/module/<dest name>.ko[.xz|.zst|.gz]`` (stripped, signed with
+  the MOK key when it can) plus ``log/make.log`` and ``log/.config``, then deletes ``build/``.
+- A failed make leaves ``build/`` (the source copy) with ``build/make.log``, whose first line is
+  ``DKMS make.log for <m>-<v> for kernel <kernel> (<arch>)``, and no ``<kernel>/<arch>`` dir.
+  A failure before make (no headers) leaves no trace.
+- ``install`` copies each module to ``<installtree>/<kernel><location>/`` (``/updates/dkms`` on
+  Debian, Ubuntu and Arch, ``/extra`` on Fedora/EL, ``/updates`` on SUSE, otherwise the
+  ``DEST_MODULE_LOCATION`` of dkms.conf) and links ``<tree>/<m>/kernel-<kernel>-<arch>`` ->
+  ``<v>/<kernel>/<arch>`` (relative). ``uninstall`` removes both; the built dir stays.
+- ``dkms status``: a version dir with a ``source`` is *added*; each ``<kernel>/<arch>`` (kernel
+  dir starting with digits and a dot) whose ``module/`` holds every module dkms.conf names is
+  *built*, and *installed* when the ``kernel-`` link resolves to it. DKMS 3.2 calls a dangling
+  ``source`` link (or a missing link while ``<srctree>/<m>-<v>`` exists) *broken*; 3.0.10 shows
+  it as *added*, or stops with "Could not locate dkms.conf" once a built kernel dir exists.
+  Notes: ``original_module exists`` when ``<tree>/<m>/original_module/<kernel>/<arch>`` is a
+  dir; ``Diff between built and installed module`` per module whose installed copy is missing
+  or differs (``diff -q``) from the built one. 3.2 words them differently (see the samples).
+
+:func:`read_tree` answers what ``dkms status`` (3.0.10) answers, from the files alone, except
+that a dangling ``source`` is *broken* (as 3.2 says) and a failed last build is
+*build-failed*. It compares built and installed modules by content, like DKMS (size first,
+bytes only when sizes agree: both files are read once per installed kernel). Like DKMS it takes
+the install location from the root's os-release; unlike DKMS it accepts every compression suffix
+(DKMS only looks for the one the host's own ``modules.dep`` uses) and calls a module installed
+when any candidate location holds an identical copy (DKMS picks the location by ``modinfo``).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple, Optional
+
+from packaging.version import InvalidVersion, Version
+
+from kzguard.errors import FactError
+from kzguard.facts.osrelease import read_os_release
+from kzguard.root import Root
+
+ADDED = "added"
+BUILT = "built"
+INSTALLED = "installed"
+BROKEN = "broken"
+BUILD_FAILED = "build-failed"
+STATES = (ADDED, BUILT, INSTALLED, BROKEN, BUILD_FAILED)
+
+NOTE_ORIGINAL = "original_module exists"
+NOTE_DIFF = "Diff between built and installed module"
+NOTE_MISSING = "Missing some built modules"
+
+MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
+_CHUNK = 1 << 20
+_LOCATION_PREFIXES = ("/kernel", "/updates", "/extra")
+_KERNEL_DIR = re.compile(r"[0-9]+\.")
+_FAILED_LOG = re.compile(
+    r"DKMS make\.log for (?P<mv>.+) for kernel (?P<kernel>\S+) \((?P<arch>[^)]+)\)"
+)
+
+
+@dataclass(frozen=True)
+class DkmsEntry:
+    """One line of ``dkms status``: a module version, optionally for one kernel and arch."""
+
+    module: str
+    version: str
+    kernel: Optional[str]
+    arch: Optional[str]
+    state: str
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "module": self.module,
+            "version": self.version,
+            "kernel": self.kernel,
+            "arch": self.arch,
+            "state": self.state,
+            "notes": list(self.notes),
+        }
+
+
+# --- reading the tree ------------------------------------------------------------------------
+
+
+class _Spec(NamedTuple):
+    """One module a dkms.conf builds: its installed name and candidate locations."""
+
+    name: str
+    locations: tuple[str, ...]
+
+
+class _Tree:
+    """What one :func:`read_tree` call needs: the root, the tree paths, a dkms.conf cache."""
+
+    def __init__(self, root: Root, dkms_tree: str, source_tree: str, install_trees: Sequence[str]):
+        self.root = root
+        self.dkms_tree = dkms_tree
+        self.source_tree = source_tree
+        self.install_trees = tuple(install_trees)
+        self.override = install_location(root)
+        self._confs: dict[str, Optional[list[tuple[str, int, str]]]] = {}
+
+    def path(self, *parts: str) -> str:
+        return posixpath.join(self.dkms_tree, *parts)
+
+    def assignments(self, inner: str) -> Optional[list[tuple[str, int, str]]]:
+        if inner not in self._confs:
+            self._confs[inner] = _read_assignments(self.root, inner)
+        return self._confs[inner]
+
+
+def read_tree(
+    root: Root,
+    dkms_tree: str = "/var/lib/dkms",
+    source_tree: str = "/usr/src",
+    install_trees: Sequence[str] = ("/lib/modules", "/usr/lib/modules"),
+) -> list[DkmsEntry]:
+    """Every DKMS entry under ``dkms_tree``, as ``dkms status`` would list it, from files only."""
+    tree = _Tree(root, dkms_tree, source_tree, install_trees)
+    entries: list[DkmsEntry] = []
+    for module in _visible(root.listdir(dkms_tree)):
+        for version in _visible(root.listdir(tree.path(module))):
+            try:
+                entries.extend(_version_entries(tree, module, version))
+            except (FactError, OSError) as exc:
+                entries.append(
+                    DkmsEntry(module, version, None, None, BROKEN, (f"unreadable: {exc}",))
+                )
+    return sorted(entries, key=_status_order)
+
+
+def _version_entries(tree: _Tree, module: str, version: str) -> list[DkmsEntry]:
+    root, vdir = tree.root, tree.path(module, version)
+    if not root.is_dir(vdir) or (version.startswith("kernel-") and root.is_symlink(vdir)):
+        return []
+    source = _source_state(tree, module, version)
+    if source is None:
+        return []
+    if source == BROKEN:
+        return [DkmsEntry(module, version, None, None, BROKEN)]
+    entries = [
+        entry
+        for kernel in root.listdir(vdir)
+        if _KERNEL_DIR.match(kernel)
+        for arch in _visible(root.listdir(f"{vdir}/{kernel}"))
+        for entry in _built_entry(tree, module, version, kernel, arch)
+    ]
+    failed = _failed_build(tree, module, version)
+    if failed and not any((e.kernel, e.arch) == failed for e in entries):
+        entries.append(DkmsEntry(module, version, failed[0], failed[1], BUILD_FAILED))
+    return entries or [DkmsEntry(module, version, None, None, ADDED)]
+
+
+def _source_state(tree: _Tree, module: str, version: str) -> Optional[str]:
+    """``"ok"`` for a registered version, ``broken`` for a lost source, ``None`` if unregistered."""
+    root, source = tree.root, tree.path(module, version, "source")
+    if root.is_symlink(source):
+        return "ok" if root.is_dir(source) else BROKEN
+    if root.is_dir(source):
+        return "ok"
+    if root.is_dir(posixpath.join(tree.source_tree, f"{module}-{version}")):
+        return BROKEN
+    return None
+
+
+def _built_entry(tree: _Tree, module: str, version: str, kernel: str, arch: str) -> list[DkmsEntry]:
+    root = tree.root
+    kdir = tree.path(module, version, kernel, arch)
+    if not root.is_dir(f"{kdir}/module"):
+        return []
+    specs = _module_specs(tree, module, version, kernel, arch)
+    if not _is_built(root, f"{kdir}/module", specs):
+        return []
+    link = tree.path(module, f"kernel-{kernel}-{arch}")
+    installed = root.is_symlink(link) and root.resolve(link) == root.resolve(kdir)
+    notes = _notes(tree, module, kernel, arch, kdir, specs, installed)
+    return [DkmsEntry(module, version, kernel, arch, INSTALLED if installed else BUILT, notes)]
+
+
+def _is_built(root: Root, moddir: str, specs: Optional[list[_Spec]]) -> bool:
+    if specs is None:  # dkms.conf unreadable: any module file will do
+        return any(name.endswith(MODULE_SUFFIXES) for name in root.listdir(moddir))
+    return all(_find_module(root, moddir, spec.name) for spec in specs)
+
+
+def _notes(
+    tree: _Tree,
+    module: str,
+    kernel: str,
+    arch: str,
+    kdir: str,
+    specs: Optional[list[_Spec]],
+    installed: bool,
+) -> tuple[str, ...]:
+    notes = []
+    if tree.root.is_dir(tree.path(module, "original_module", kernel, arch)):
+        notes.append(NOTE_ORIGINAL)
+    for spec in specs or ():
+        built = _find_module(tree.root, f"{kdir}/module", spec.name)
+        if built is None:
+            notes.append(NOTE_MISSING)
+        elif installed and not _installed_copy_matches(tree, kernel, spec, built):
+            notes.append(NOTE_DIFF)
+    return tuple(dict.fromkeys(notes))
+
+
+def _installed_copy_matches(tree: _Tree, kernel: str, spec: _Spec, built: str) -> bool:
+    root = tree.root
+    kernel_dirs = [f"{t}/{kernel}" for t in tree.install_trees if root.is_dir(f"{t}/{kernel}")]
+    if not kernel_dirs:
+        return False
+    for location in spec.locations:
+        copy = _find_module(root, kernel_dirs[0] + location, spec.name)
+        if copy is not None and _same_content(root, built, copy):
+            return True
+    return False
+
+
+def _same_content(root: Root, a: str, b: str) -> bool:
+    """``diff -q``: the same size, then the same bytes (no cache kept between calls)."""
+    try:
+        with open(root.resolve(a), "rb") as fa, open(root.resolve(b), "rb") as fb:
+            if os.fstat(fa.fileno()).st_size != os.fstat(fb.fileno()).st_size:
+                return False
+            while True:
+                chunk = fa.read(_CHUNK)
+                if chunk != fb.read(_CHUNK):
+                    return False
+                if not chunk:
+                    return True
+    except OSError:
+        return False
+
+
+def _find_module(root: Root, directory: str, name: str) -> Optional[str]:
+    for suffix in MODULE_SUFFIXES:
+        path = f"{directory}/{name}{suffix}"
+        if root.exists(path):
+            return path
+    return None
+
+
+def _failed_build(tree: _Tree, module: str, version: str) -> Optional[tuple[str, str]]:
+    """``(kernel, arch)`` named by a make.log a failed build left in ``build/``."""
+    try:
+        with open(tree.root.resolve(tree.path(module, version, "build", "make.log")), "rb") as fh:
+            first = fh.readline(4096).decode("utf-8", "replace").strip()
+    except OSError:
+        return None
+    match = _FAILED_LOG.fullmatch(first)
+    if not match or match["mv"] not in (f"{module}-{version}", f"{module}/{version}"):
+        return None
+    return match["kernel"], match["arch"]
+
+
+def _visible(names: Iterable[str]) -> list[str]:
+    return [n for n in names if not n.startswith(".")]
+
+
+def _status_order(entry: DkmsEntry) -> tuple[str, str]:
+    """The order of ``dkms status`` under ``LC_ALL=C``: by ``m/v``, then by ``kernel/arch``."""
+    ka = f"{entry.kernel}/{entry.arch}" if entry.kernel else ""
+    return f"{entry.module}/{entry.version}", ka
+
+
+# --- dkms.conf -------------------------------------------------------------------------------
+
+_ASSIGN = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\[([0-9]+)\])?=(.*)", re.S)
+_VAR = re.compile(r"\$\{(\w+)(?:\[([0-9]+)\])?\}|\$(\w+)")
+_UNKNOWN = "\0"  # a value that needs command substitution
+
+
+def _read_assignments(root: Root, inner: str) -> Optional[list[tuple[str, int, str]]]:
+    """``NAME[i]=value`` words of a shell file, unexpanded; ``None`` when unreadable."""
+    text = root.read_text_or(inner)
+    if text is None:
+        return None
+    try:
+        words = shlex.split(text, comments=True, posix=True)
+    except ValueError:
+        return None
+    found = []
+    for word in words:
+        match = _ASSIGN.fullmatch(word)
+        if match:
+            found.append((match[1], int(match[2] or 0), match[3]))
+    return found
+
+
+def _expand(value: str, env: Mapping[str, dict[int, str]]) -> str:
+    if "$(" in value or "`" in value:
+        return _UNKNOWN
+
+    def sub(match: re.Match) -> str:
+        name = match[1] or match[3]
+        return env.get(name, {}).get(int(match[2] or 0), "")
+
+    return _VAR.sub(sub, value)
+
+
+def _module_specs(
+    tree: _Tree, module: str, version: str, kernel: str, arch: str
+) -> Optional[list[_Spec]]:
+    """The modules dkms.conf (with /etc/dkms overrides) builds, or ``None`` if it is unusable."""
+    env: dict[str, dict[int, str]] = {"kernelver": {0: kernel}, "arch": {0: arch}}
+    files = [tree.path(module, version, "source", "dkms.conf")]
+    stem = f"/etc/dkms/{module}"
+    files += [f"{stem}.conf", f"{stem}-{version}.conf", f"{stem}-{version}-{kernel}.conf"]
+    files.append(f"{stem}-{version}-{kernel}-{arch}.conf")
+    for n, inner in enumerate(files):
+        found = tree.assignments(inner)
+        if found is None and n == 0:
+            return None
+        for name, index, raw in found or ():
+            env.setdefault(name, {})[index] = _expand(raw, env)
+    return _specs_from_env(env, tree.override)
+
+
+def _specs_from_env(
+    env: Mapping[str, dict[int, str]], override: Optional[str]
+) -> Optional[list[_Spec]]:
+    """The checks of DKMS's ``read_conf``; ``None`` where it would refuse the file."""
+    built, dest = env.get("BUILT_MODULE_NAME", {}), env.get("DEST_MODULE_NAME", {})
+    locations = env.get("DEST_MODULE_LOCATION", {})
+    arrays = [built, env.get("BUILT_MODULE_LOCATION", {}), dest, locations]
+    package = env.get("PACKAGE_NAME", {}).get(0, "")
+    if not package or not env.get("PACKAGE_VERSION", {}).get(0) or not locations:
+        return None
+    specs = []
+    for i in range(max(len(a) for a in arrays)):
+        name = built.get(i) or (package if len(locations) == 1 else "")
+        name = dest.get(i) or name
+        location = locations.get(i, "")
+        values = (name, location, built.get(i, ""))
+        if not name or any(_UNKNOWN in v or v.endswith((".o", ".ko")) for v in values):
+            return None
+        if not location.startswith(_LOCATION_PREFIXES):
+            return None
+        specs.append(_Spec(name, tuple(dict.fromkeys([override or location, location]))))
+    return specs or None
+
+
+def install_location(root: Root) -> Optional[str]:
+    """Where DKMS installs modules on the root's distro, ``None`` where dkms.conf decides.
+
+    DKMS's ``override_dest_module_location``, from ``/etc/os-release`` as DKMS reads it.
+    """
+    osr = read_os_release(root)
+    if osr.path != "/etc/os-release":  # DKMS reads only /etc/os-release
+        return None
+    if osr.id == "ubuntu":
+        family = "ubuntu"
+    elif "ID_LIKE" in osr.fields:
+        family = osr.fields["ID_LIKE"].lower()
+    else:
+        family = osr.id
+    for prefixes, location in (
+        (("fedora", "rhel", "ovm"), "/extra"),
+        (("sles", "suse", "opensuse"), "/updates"),
+        (("debian", "ubuntu", "arch"), "/updates/dkms"),
+    ):
+        if family.startswith(prefixes):
+            return location
+    return None
+
+
+# --- parsing `dkms status` -------------------------------------------------------------------
+
+_STATUS = re.compile(
+    r"(?P<head>[^:]+?):\s*(?P<state>installed-weak|installed|built|added|broken)(?P<rest>(?:\s.*)?)"
+)
+_NOTE = re.compile(r"\(([^()]*)\)")
+_SKIP = ("Error!", "Warning:", "Deprecated feature:", "Manual intervention")
+
+
+def parse_status(text: str) -> list[DkmsEntry]:
+    """Entries from ``dkms status`` output of DKMS 2.x and 3.x; other lines are skipped.
+
+    ``installed-weak from K`` becomes ``installed`` with that text as a note.
+    """
+    entries = []
+    for line in text.splitlines():
+        entry = _parse_line(line.strip())
+        if entry is not None:
+            entries.append(entry)
+    return entries
+
+
+def _parse_line(line: str) -> Optional[DkmsEntry]:
+    if not line or line.startswith(_SKIP):
+        return None
+    match = _STATUS.fullmatch(line)
+    if not match:
+        return None
+    head = _parse_head(match["head"])
+    if head is None:
+        return None
+    module, version, kernel, arch = head
+    state, rest = match["state"], match["rest"].strip()
+    if (kernel is None) != (state in (ADDED, BROKEN)):
+        return None
+    notes = [_normalise_note(n) for n in _NOTE.findall(rest)]
+    if state == "installed-weak":
+        state, notes = INSTALLED, [f"installed-weak {rest}".strip()]
+    return DkmsEntry(
+        module, version, kernel, arch, state, tuple(dict.fromkeys(n for n in notes if n))
+    )
+
+
+def _parse_head(head: str) -> Optional[tuple[str, str, Optional[str], Optional[str]]]:
+    """``m/v[, k, a]`` (3.x) or ``m, v[, k, a]`` (2.x)."""
+    parts = [p.strip() for p in head.split(",")]
+    if "/" in parts[0]:
+        module, _, version = parts[0].partition("/")
+        rest = parts[1:]
+    else:
+        module, version, rest = parts[0], (parts[1:2] or [""])[0], parts[2:]
+    if len(rest) not in (0, 2) or not all(_word(p) for p in (module, version, *rest)):
+        return None
+    return (module, version, rest[0], rest[1]) if rest else (module, version, None, None)
+
+
+def _word(text: str) -> bool:
+    return bool(text) and not any(c.isspace() for c in text)
+
+
+def _normalise_note(note: str) -> str:
+    note = re.sub(r"^WARNING!\s*", "", note.strip())
+    return note.rstrip("! ").strip()
+
+
+# --- queries ---------------------------------------------------------------------------------
+
+
+def _version_key(version: str) -> tuple[int, object]:
+    try:
+        return 1, Version(version)
+    except InvalidVersion:
+        return 0, version
+
+
+def find(entries: Iterable[DkmsEntry], module: str, kernel: str) -> Optional[DkmsEntry]:
+    """The entry for ``module`` on ``kernel``: an installed one first, then the newest version."""
+    candidates = [e for e in entries if e.module == module and e.kernel == kernel]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda e: (e.state == INSTALLED, _version_key(e.version)))
+
+
+def versions(entries: Iterable[DkmsEntry], module: str) -> list[str]:
+    """The versions of ``module`` DKMS can work with, newest first (a *broken* one, whose
+    source is gone, is left out: DKMS refuses to build it)."""
+    found = {e.version for e in entries if e.module == module and e.state != BROKEN}
+    return sorted(found, key=_version_key, reverse=True)
+
+
+__all__ = [
+    "ADDED",
+    "BROKEN",
+    "BUILD_FAILED",
+    "BUILT",
+    "INSTALLED",
+    "NOTE_DIFF",
+    "NOTE_MISSING",
+    "NOTE_ORIGINAL",
+    "STATES",
+    "DkmsEntry",
+    "find",
+    "install_location",
+    "parse_status",
+    "read_tree",
+    "versions",
+]
