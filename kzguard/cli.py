@@ -7,7 +7,6 @@ configuration error, 3 internal error.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import sys
@@ -17,7 +16,6 @@ from typing import Optional
 from kzguard import __version__
 from kzguard.errors import EXIT_INTERNAL, KzguardError, UsageError
 
-log = logging.getLogger("kzguard")
 _ZFS_VERSION = re.compile(r"(zfs-)?\d+\.\d+(\.\d+)?(-rc\d+)?(-\d+)?\Z")
 
 
@@ -128,8 +126,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _setup_logging(verbosity: int) -> None:
-    level = logging.WARNING - 10 * min(verbosity, 2)
-    logging.basicConfig(level=level, format="kzguard: %(levelname)s: %(message)s")
+    """Log to stderr; logging is imported only when asked for (it costs the hooks 2 ms)."""
+    if verbosity:
+        import logging
+
+        level = logging.WARNING - 10 * min(verbosity, 2)
+        logging.basicConfig(level=level, format="kzguard: %(levelname)s: %(message)s")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -149,6 +151,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return EXIT_INTERNAL
     except Exception as exc:
         if args.verbose:
-            log.exception("internal error")
+            import traceback
+
+            traceback.print_exc()
         print(f"kzguard: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_INTERNAL

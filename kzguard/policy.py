@@ -11,7 +11,7 @@ from kzguard.errors import EXIT_SAFE, EXIT_UNSAFE
 from kzguard.facts import dkms as dkms_facts
 from kzguard.facts.host import ZFS_MODULES, Host
 from kzguard.facts.kernels import MODULE_DIRS, InstalledKernel, ModuleFile
-from kzguard.facts.zfs import LinuxRange, normalize_version, range_for, version_key
+from kzguard.facts.zfs import LinuxRange, newest_first, normalize_version, range_for
 from kzguard.kernelrelease import KernelRelease, sort_key, try_parse_release
 from kzguard.reasons import SAFE, Reason, verdict_of
 from kzguard.transaction import Transaction
@@ -271,8 +271,8 @@ class _Judge:
             ]
         else:
             candidates = host.module_versions()
-        candidates = sorted({normalize_version(v) for v in candidates}, key=version_key)
-        return candidates[-1] if candidates else None
+        newest = newest_first(normalize_version(v) for v in candidates)
+        return newest[0] if newest else None
 
     def _module_reasons(self, kernel: InstalledKernel, notes: list[str]) -> list[Reason]:
         reasons: list[Reason] = []
@@ -303,9 +303,13 @@ def _file_reasons(
     kernel: InstalledKernel, name: str, module: Optional[ModuleFile], notes: list[str]
 ) -> list[Reason]:
     if module is None:
-        where = ", ".join(MODULE_DIRS)
         return [
-            Reason("module-missing", f"{name}.ko not in {kernel.modules_dir}/{{{where}}}", name)
+            Reason(
+                "module-missing",
+                f"no {name}.ko for {kernel.release} under {kernel.modules_dir}",
+                name,
+                {"searched": [f"{kernel.modules_dir}/{d}" for d in MODULE_DIRS]},
+            )
         ]
     if module.error:
         return [Reason("module-unreadable", f"{module.path}: {module.error}", name)]

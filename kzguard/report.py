@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Optional
 
 from kzguard.distros.base import DKMS, KMOD, NONE, PACKAGE, PREBUILT
+from kzguard.facts.zfs import normalize_version
 from kzguard.policy import KernelVerdict, Report
 from kzguard.reasons import SAFE, Reason
 
@@ -70,7 +71,7 @@ def _zfs_summary(report: Report) -> str:
         return f"judged as ZFS {report.zfs_override} (--zfs-version), now via {label}"
     versions = host.dkms_versions() or host.module_versions()
     ranged = next((k for k in report.kernels if k.zfs_range), None)
-    text = f"{versions[0] if versions else '?'} via {label}"
+    text = f"{normalize_version(versions[0]) if versions else '?'} via {label}"
     if ranged and ranged.zfs_range:
         r = ranged.zfs_range
         text += f"; supports Linux {r.linux_min} to {r.linux_max}.x ({r.origin})"
@@ -129,7 +130,8 @@ def _advice(report: Report, kernel: KernelVerdict, reason: Reason) -> Optional[s
     if code in ("module-missing", "vermagic-mismatch", "dkms-not-installed", "module-unreadable"):
         fix = f"rebuild the module: {distro.rebuild_command(release)}"
         if report.host.delivery == DKMS:
-            fix += "; the build log is under /var/lib/dkms/zfs/<version>/build/make.log"
+            version = kernel.zfs_version or "<version>"
+            fix += f"; read the build log in /var/lib/dkms/zfs/{version}/build/make.log"
         return fix + "; do not reboot into this kernel until `kzguard check` says safe"
     if code == "zfs-version-unknown":
         return (

@@ -8,20 +8,18 @@ directory tree, and ``--root /`` is the live host.
 
 from __future__ import annotations
 
-import fnmatch
-import logging
 import os
 import posixpath
 import stat
-import subprocess
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 from kzguard.errors import CommandError, FactError, UsageError
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    import logging
+    import subprocess
+    from pathlib import Path
 
 PathLike = Union[str, "os.PathLike[str]"]
 _MAX_LINKS = 40
@@ -31,8 +29,15 @@ class Root:
     """A read-only view of a system tree rooted at ``path``."""
 
     def __init__(self, path: PathLike = "/"):
-        self.path = Path(os.path.abspath(os.fspath(path)))
-        self._top = str(self.path).rstrip("/") + "/"
+        self.top = os.path.abspath(os.fspath(path))
+        self._top = self.top.rstrip("/") + "/"
+
+    @property
+    def path(self) -> Path:
+        """The root directory as a :class:`~pathlib.Path`."""
+        from pathlib import Path
+
+        return Path(self.top)
 
     @classmethod
     def open(cls, path: PathLike = "/") -> Root:
@@ -42,17 +47,19 @@ class Root:
         return cls(path)
 
     def __repr__(self) -> str:
-        return f"Root({str(self.path)!r})"
+        return f"Root({self.top!r})"
 
     @property
     def is_host(self) -> bool:
-        return str(self.path) == "/"
+        return self.top == "/"
 
     def resolve(self, inner: str, *, follow_last: bool = True) -> Path:
         """Map an in-root path to a host path, following links inside the root.
 
         Missing components are kept as they are (like ``realpath -m``).
         """
+        from pathlib import Path
+
         return Path(self._host(inner, follow_last))
 
     def _host(self, inner: str, follow_last: bool = True) -> str:
@@ -94,11 +101,11 @@ class Root:
 
     def to_inner(self, host_path: PathLike) -> str:
         """Return the in-root path of a host path that lies under the root."""
-        rel = os.path.relpath(os.fspath(host_path), self.path)
+        rel = os.path.relpath(os.fspath(host_path), self.top)
         if rel == ".":
             return "/"
         if rel.startswith(".."):
-            raise FactError(f"{host_path} is outside root {self.path}")
+            raise FactError(f"{host_path} is outside root {self.top}")
         return "/" + rel
 
     def exists(self, inner: str) -> bool:
@@ -143,6 +150,8 @@ class Root:
 
     def glob(self, pattern: str) -> list[str]:
         """In-root paths matching a shell pattern, one level per ``/`` (no ``**``)."""
+        from fnmatch import fnmatchcase
+
         parts = [p for p in _norm(pattern).split("/") if p]
         found = ["/"]
         for part in parts:
@@ -152,7 +161,7 @@ class Root:
                     nxt.extend(
                         posixpath.join(base, name)
                         for name in self.listdir(base)
-                        if fnmatch.fnmatchcase(name, part)
+                        if fnmatchcase(name, part)
                     )
                 else:
                     cand = posixpath.join(base, part)
@@ -206,11 +215,13 @@ class Runner:
         timeout: Optional[float] = None,
         changes: bool = False,
     ) -> subprocess.CompletedProcess:
+        import subprocess
+
         argv = [os.fspath(a) for a in argv]
         if changes and self.dry_run:
-            log.info("dry-run: would run %s", " ".join(argv))
+            _log().info("dry-run: would run %s", " ".join(argv))
             return subprocess.CompletedProcess(argv, 0, "", "")
-        log.debug("running %s", " ".join(argv))
+        _log().debug("running %s", " ".join(argv))
         try:
             proc = subprocess.run(
                 argv,
@@ -243,8 +254,11 @@ class Runner:
         Output is spooled to a temporary file and at most ``max_output + 1`` bytes of it are
         read, so a caller tells a cut output by its length. A non-zero exit raises.
         """
+        import subprocess
+        import tempfile
+
         argv = [os.fspath(a) for a in argv]
-        log.debug("running %s", " ".join(argv))
+        _log().debug("running %s", " ".join(argv))
         with tempfile.TemporaryFile() as out:
             try:
                 proc = subprocess.run(
@@ -266,3 +280,9 @@ class Runner:
         if proc.returncode != 0:
             raise CommandError(argv, proc.returncode, "", stderr)
         return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+
+
+def _log() -> logging.Logger:
+    import logging
+
+    return logging.getLogger(__name__)

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -22,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kzguard.facts import packages
+from kzguard.facts import packages, pending_apt
 from kzguard.facts.packages import PendingKernel, pacman_kernel_release, pending_kernels
 from kzguard.root import Root
 
@@ -277,7 +278,7 @@ def _apt_would_install(tmp: Path) -> list[str]:
     """Kernel releases the real ``apt-get -s full-upgrade`` would install on the root."""
     out = _run("apt-get", "-s", "full-upgrade", env={"APT_CONFIG": str(tmp / "apt.conf")}).stdout
     names = re.findall(r"^Inst (\S+)", out, re.MULTILINE)
-    return sorted(r for r in map(packages._deb_image_release, names) if r)
+    return sorted(r for r in map(pending_apt._deb_image_release, names) if r)
 
 
 DEBIAN_STATUS = [
@@ -622,6 +623,23 @@ def test_garbage_metadata_is_a_problem_not_an_exception(tmp_path, key, data, nee
 
 def test_missing_caches_mean_nothing_pending(tmp_path):
     assert pending_kernels(Root(tmp_path), ["6.1.0-28-amd64"]) == ([], [])
+
+
+def test_no_caches_import_no_parser(tmp_path):
+    heavy = ["tarfile", "bz2", "xml.etree.ElementTree", "configparser", "kzguard.facts.vercmp"]
+    heavy += [f"kzguard.facts.pending_{m}" for m in ("dnf", "apt", "pacman")]
+    code = (
+        "import sys\n"
+        "from kzguard.facts.packages import pending_kernels\n"
+        "from kzguard.root import Root\n"
+        f"assert pending_kernels(Root({str(tmp_path)!r}), []) == ([], [])\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
+    )
+    top = Path(__file__).resolve().parents[1]  # ``-c`` imports from the working directory
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=top
+    ).stdout
+    assert out.strip() == "[]"
 
 
 @given(st.dictionaries(st.sampled_from(sorted(GARBAGE_PATHS)), st.binary(max_size=300), min_size=1))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from devtools.hostbuilder import HostTree
@@ -23,7 +25,7 @@ def test_table_has_every_release_in_the_shared_data():
     assert table["2.2.7"] == ("4.18", "6.12")
     assert table["2.3.0-rc1"] == ("4.18", "6.11")
     assert table["0.8.6"] == ("2.6.32", "5.9")
-    rows = TABLE_PATH.read_text().count("\n") - 1
+    rows = Path(TABLE_PATH).read_text().count("\n") - 1
     assert len(table) == rows == 98
 
 

@@ -42,8 +42,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
-from packaging.version import InvalidVersion, Version
-
 from kzguard.errors import FactError
 from kzguard.facts.osrelease import read_os_release
 from kzguard.root import Root
@@ -444,6 +442,8 @@ def _normalise_note(note: str) -> str:
 
 
 def _version_key(version: str) -> tuple[int, object]:
+    from packaging.version import InvalidVersion, Version
+
     try:
         return 1, Version(version)
     except InvalidVersion:
@@ -453,8 +453,8 @@ def _version_key(version: str) -> tuple[int, object]:
 def find(entries: Iterable[DkmsEntry], module: str, kernel: str) -> Optional[DkmsEntry]:
     """The entry for ``module`` on ``kernel``: an installed one first, then the newest version."""
     candidates = [e for e in entries if e.module == module and e.kernel == kernel]
-    if not candidates:
-        return None
+    if len(candidates) < 2:
+        return candidates[0] if candidates else None
     return max(candidates, key=lambda e: (e.state == INSTALLED, _version_key(e.version)))
 
 
@@ -462,7 +462,7 @@ def versions(entries: Iterable[DkmsEntry], module: str) -> list[str]:
     """The versions of ``module`` DKMS can work with, newest first (a *broken* one, whose
     source is gone, is left out: DKMS refuses to build it)."""
     found = {e.version for e in entries if e.module == module and e.state != BROKEN}
-    return sorted(found, key=_version_key, reverse=True)
+    return sorted(found, key=_version_key, reverse=True) if len(found) > 1 else list(found)
 
 
 __all__ = [

@@ -12,7 +12,7 @@ from kzguard.facts import dkms as dkms_facts
 from kzguard.facts.kernels import InstalledKernel, read_installed
 from kzguard.facts.osrelease import OsRelease, read_os_release, read_running_release
 from kzguard.facts.packages import PendingKernel, pending_kernels
-from kzguard.facts.zfs import ZfsSource, read_sources, version_key
+from kzguard.facts.zfs import ZfsSource, newest_first, read_sources
 from kzguard.root import Root
 
 ZFS_MODULES = ("zfs", "spl")
@@ -47,14 +47,13 @@ class Host:
 
     def module_versions(self, modules: Sequence[str] = ZFS_MODULES) -> list[str]:
         """Versions of the named modules found in installed kernels, newest first."""
-        found = {
+        return newest_first(
             m.version
             for k in self.installed
             for name in modules
             for m in [k.module(name)]
             if m is not None and m.version
-        }
-        return sorted(found, key=version_key, reverse=True)
+        )
 
     def to_dict(self) -> dict[str, object]:
         return {

@@ -7,10 +7,6 @@ kernel's ``MODULE_INFO()`` emits them; the section is found by :mod:`kzguard.fac
 
 from __future__ import annotations
 
-import gzip
-import io
-import lzma
-import zlib
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Optional
 
@@ -56,6 +52,11 @@ def decompress(
     """
     if compression is None:
         return data
+    import gzip
+    import io
+    import lzma
+    import zlib
+
     try:
         if compression == "xz":
             return _read_capped(lzma.LZMAFile(io.BytesIO(data)))

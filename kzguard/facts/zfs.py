@@ -9,10 +9,10 @@ table of OpenZFS releases (``kzguard/data/openzfs-linux-ranges.tsv``), then from
 from __future__ import annotations
 
 import functools
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 from kzguard.errors import FactError
@@ -20,7 +20,9 @@ from kzguard.kernelrelease import KernelRelease, parse_linux_version
 from kzguard.root import Root
 
 SOURCE_GLOB = "/usr/src/zfs-*/META"
-TABLE_PATH = Path(__file__).resolve().parent.parent / "data" / "openzfs-linux-ranges.tsv"
+TABLE_PATH = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "openzfs-linux-ranges.tsv"
+)
 _META_LINE = re.compile(r"([A-Za-z][A-Za-z0-9_-]*):[ \t]+(\S.*)$")
 _VERSION = re.compile(r"\d+\.\d+(\.\d+)?([-.~]?rc\d+)?\Z")
 
@@ -138,14 +140,17 @@ def read_sources(root: Root) -> list[ZfsSource]:
             sources.append(meta_source(path, root.read_text(path)))
         except FactError as exc:
             sources.append(ZfsSource(path, _version_from_path(path), error=str(exc)))
-    return sorted(sources, key=lambda s: version_key(s.version or ""), reverse=True)
+    order = newest_first(s.version or "" for s in sources)
+    return sorted(sources, key=lambda s: order.index(s.version or ""))
 
 
 @functools.lru_cache(maxsize=1)
 def release_table() -> dict[str, tuple[str, str]]:
     """The built-in OpenZFS release table: version -> (Linux-Minimum, Linux-Maximum)."""
     table: dict[str, tuple[str, str]] = {}
-    for line in TABLE_PATH.read_text(encoding="utf-8").splitlines()[1:]:
+    with open(TABLE_PATH, encoding="utf-8") as handle:
+        lines = handle.read().splitlines()[1:]
+    for line in lines:
         cols = line.split("\t")
         if len(cols) >= 4:
             table[normalize_version(cols[0])] = (cols[2], cols[3])
@@ -182,3 +187,9 @@ def version_key(version: str) -> tuple[object, ...]:
         return (1, Version(normalize_version(version).replace("-", "")))
     except InvalidVersion:
         return (0, version)
+
+
+def newest_first(versions: Iterable[str]) -> list[str]:
+    """Distinct versions, newest first (``packaging`` is imported only to order several)."""
+    found = list(dict.fromkeys(versions))
+    return sorted(found, key=version_key, reverse=True) if len(found) > 1 else found

@@ -1,0 +1,123 @@
+"""The kzguard command: exit codes, JSON shape, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kzguard import cli
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "hosts"
+
+
+def run(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "kzguard", *argv], capture_output=True, text=True, check=False
+    )
+
+
+def test_fedora_example_flags_the_pending_kernel():
+    proc = run("--root", str(EXAMPLES / "fedora-dkms-pending"), "status", "--json")
+    assert proc.returncode == 1, proc.stderr
+    data = json.loads(proc.stdout)
+    kernels = {k["release"]: k for k in data["kernels"]}
+    pending = kernels["6.13.2-200.fc41.x86_64"]
+    assert pending["verdict"] == "unsafe"
+    assert pending["reasons"] == ["kernel-too-new"]
+    assert pending["state"] == ["pending"]
+    assert pending["zfs_range"]["max"] == "6.12"
+    assert data["next_boot"] == {
+        "release": "6.12.9-200.fc41.x86_64",
+        "safe": True,
+        "verdict": "safe",
+        "source": "newest-installed",
+    }
+    assert data["host"]["family"] == "fedora"
+    assert data["host"]["pending_kernels"][0]["manager"] == "dnf"
+
+
+@pytest.mark.parametrize(
+    ("host", "code", "next_safe"),
+    [
+        ("debian-dkms-failed", 1, False),
+        ("el9-kmod", 0, True),
+        ("ubuntu-prebuilt", 0, True),
+    ],
+)
+def test_example_hosts(host, code, next_safe):
+    proc = run("--root", str(EXAMPLES / host), "check", "--json")
+    assert proc.returncode == code, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["next_boot"]["safe"] is next_safe
+    for kernel in data["kernels"]:
+        assert set(kernel) >= {"release", "upstream", "verdict", "reasons", "module", "zfs_range"}
+
+
+def test_check_named_kernel_with_zfs_upgrade():
+    root = str(EXAMPLES / "fedora-dkms-pending")
+    argv = ("--root", root, "check", "--kernel", "6.13.2-200.fc41.x86_64")
+    assert run(*argv).returncode == 1
+    proc = run(*argv, "--zfs-version", "2.3.1")
+    assert proc.returncode == 0, proc.stdout
+    assert "safe" in proc.stdout
+
+
+def test_human_output_says_what_to_do():
+    proc = run("--root", str(EXAMPLES / "debian-dkms-failed"), "status")
+    assert "Next boot  6.12.9+bpo-amd64  UNSAFE" in proc.stdout
+    assert "dkms autoinstall -k 6.12.9+bpo-amd64" in proc.stdout
+    assert "/var/lib/dkms/zfs/2.2.7/build/make.log" in proc.stdout
+
+
+def test_global_options_after_the_subcommand():
+    root = str(EXAMPLES / "el9-kmod")
+    before = run("--json", "--root", root, "check")
+    after = run("check", "--root", root, "--json")
+    assert before.returncode == after.returncode == 0
+    assert json.loads(before.stdout)["kernels"] == json.loads(after.stdout)["kernels"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["check", "--kernel", "not-a-kernel"], "'not-a-kernel' is not a kernel release"),
+        (["check", "--zfs-version", "banana"], "--zfs-version 'banana' is not a ZFS version"),
+        (["--root", "/nonexistent/root", "status"], "is not a directory"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(argv, needle):
+    argv = argv if "--root" in argv else ["--root", str(EXAMPLES / "el9-kmod"), *argv]
+    proc = run(*argv)
+    assert proc.returncode == 2
+    assert needle in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_config_names_key_and_line(tmp_path):
+    config = tmp_path / "kzguard.yaml"
+    config.write_text("modules: [zfs]\non_unsupported_kernel: blok\n")
+    proc = run("--root", str(EXAMPLES / "el9-kmod"), "--config", str(config), "check")
+    assert proc.returncode == 2
+    assert f"{config}:2: on_unsupported_kernel: 'blok' is not one of" in proc.stderr
+
+
+def test_internal_error_is_exit_3_without_traceback(monkeypatch, capsys):
+    import kzguard.facts.host
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(kzguard.facts.host, "gather", boom)
+    code = cli.main(["--root", str(EXAMPLES / "el9-kmod"), "check"])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert err.strip() == "kzguard: internal error: RuntimeError: disk on fire"
+
+
+def test_usage_error_from_argparse_is_exit_2():
+    assert run("frobnicate").returncode == 2
