@@ -1,7 +1,7 @@
 """The ``kzguard`` command: argument parsing and output only; the work is in the layers below.
 
-Exit codes: 0 every judged kernel is safe, 1 any is unsafe or unknown, 2 usage or
-configuration error, 3 internal error.
+Exit codes of ``check``: 0 every judged kernel is safe, 1 any is unsafe or unknown; of every
+command: 2 usage or configuration error, 3 internal error. ``status`` exits 0 when it reported.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Optional
 
 from kzguard import __version__
-from kzguard.errors import EXIT_INTERNAL, KzguardError, UsageError
+from kzguard.errors import EXIT_INTERNAL, EXIT_SAFE, KzguardError, UsageError
 
 _ZFS_VERSION = re.compile(r"(zfs-)?\d+\.\d+(\.\d+)?(-rc\d+)?(-\d+)?\Z")
 
@@ -46,16 +46,30 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     )
 
 
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    """argparse's formatter with the width found without importing shutil (the hook budget)."""
+    try:
+        width = int(os.environ.get("COLUMNS") or os.get_terminal_size(2).columns)
+    except (OSError, ValueError):
+        width = 80
+    return argparse.HelpFormatter(prog, width=max(width - 2, 40))
+
+
+def _subparser(**kwargs: object) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(formatter_class=_formatter, **kwargs)  # type: ignore[arg-type]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kzguard",
         description="Keep the next boot off kernels that cannot load the ZFS module.",
+        formatter_class=_formatter,
     )
     parser.add_argument("--version", action="version", version=f"kzguard {__version__}")
     _global_options(parser, suppress=False)
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, formatter_class=_formatter)
     _global_options(common, suppress=True)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_subparser)
     sub.required = True
 
     status = sub.add_parser(
@@ -111,7 +125,9 @@ def _emit(args: argparse.Namespace, report, *, header: bool = True) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    return _emit(args, _report(args))
+    """Show the host; exit 0 whatever the verdicts (``check`` is the command that tests)."""
+    _emit(args, _report(args))
+    return EXIT_SAFE
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from kzguard.errors import ConfigError, FactError
+from kzguard.record import Record
 from kzguard.root import Root
 
 if TYPE_CHECKING:
@@ -328,8 +328,7 @@ def _zfs_ranges(node: Node) -> dict[str, tuple[str, str]]:
 Check = Union[tuple[str, ...], Callable[["Node"], Any]]
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(Record):
     """One configuration key: everything validation, defaults and the docs need."""
 
     name: str  # dotted: a nested mapping in the file, an attribute path on Config
@@ -471,8 +470,7 @@ def _unknown(name: str, section: str) -> str:
 # ---------------------------------------------------------------- the Config object
 
 
-@dataclass(frozen=True)
-class SnapshotsConfig:
+class SnapshotsConfig(Record):
     """``snapshots:``: ZFS snapshots taken before a kernel transaction."""
 
     enabled: bool
@@ -481,8 +479,7 @@ class SnapshotsConfig:
     required: bool
 
 
-@dataclass(frozen=True)
-class MetricsConfig:
+class MetricsConfig(Record):
     """``metrics:``: the Prometheus endpoint and textfile."""
 
     listen: str
@@ -495,8 +492,7 @@ _SECTION_TYPES: dict[str, Callable[..., Any]] = {
 }
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(Record):
     """The validated configuration; ``source`` is the file it came from, or ``defaults``."""
 
     on_unsupported_kernel: str
@@ -506,8 +502,9 @@ class Config:
     snapshots: SnapshotsConfig
     metrics: MetricsConfig
     modules: tuple[str, ...]
-    zfs_ranges: dict[str, tuple[str, str]] = field(hash=False)
-    source: str = field(default=DEFAULTS_SOURCE, compare=False)
+    zfs_ranges: dict[str, tuple[str, str]]
+    source: str = DEFAULTS_SOURCE
+    _uncompared = frozenset({"source"})
 
     @classmethod
     def defaults(cls) -> Config:

@@ -14,10 +14,10 @@ so the upstream version is the leading ``MAJOR.MINOR[.PATCH]``, compared numeric
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Optional
 
 from kzguard.errors import UsageError
+from kzguard.record import Record
 
 _ALLOWED = re.compile(r"[A-Za-z0-9._+~-]{1,200}\Z")
 _UPSTREAM = re.compile(r"(\d{1,4})\.(\d{1,4})(?:\.(\d{1,6}))?(?![\d])")
@@ -30,8 +30,7 @@ class ReleaseError(UsageError):
     """A string that is not a kernel release."""
 
 
-@dataclass(frozen=True)
-class KernelRelease:
+class KernelRelease(Record):
     """A parsed kernel release: the string as given and its upstream version."""
 
     release: str

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Optional
 
 from kzguard.distros.base import DKMS, NONE, PREBUILT
@@ -14,6 +13,7 @@ from kzguard.facts.kernels import MODULE_DIRS, InstalledKernel, ModuleFile
 from kzguard.facts.zfs import LinuxRange, newest_first, normalize_version, range_for
 from kzguard.kernelrelease import KernelRelease, sort_key, try_parse_release
 from kzguard.reasons import SAFE, Reason, verdict_of
+from kzguard.record import Record
 from kzguard.transaction import Transaction
 
 RUNNING, INSTALLED, PENDING, TRANSACTION, REQUESTED = (
@@ -25,8 +25,7 @@ RUNNING, INSTALLED, PENDING, TRANSACTION, REQUESTED = (
 )
 
 
-@dataclass(frozen=True)
-class KernelVerdict:
+class KernelVerdict(Record):
     """The verdict on one kernel release."""
 
     release: str
@@ -60,8 +59,7 @@ class KernelVerdict:
         }
 
 
-@dataclass(frozen=True)
-class NextBoot:
+class NextBoot(Record):
     release: str
     safe: bool
     verdict: str
@@ -76,8 +74,7 @@ class NextBoot:
         }
 
 
-@dataclass(frozen=True)
-class Report:
+class Report(Record):
     """Every verdict of one run, the host they were judged on, and the next boot."""
 
     kernels: tuple[KernelVerdict, ...]

@@ -7,16 +7,16 @@ if any reason is unknown, else ``safe``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Optional
+
+from kzguard.record import Factory, Record
 
 SAFE = "safe"
 UNSAFE = "unsafe"
 UNKNOWN = "unknown"
 
 
-@dataclass(frozen=True)
-class ReasonCode:
+class ReasonCode(Record):
     code: str
     severity: str  # UNSAFE or UNKNOWN
     summary: str
@@ -36,14 +36,14 @@ CODES: tuple[ReasonCode, ...] = (
 BY_CODE: dict[str, ReasonCode] = {c.code: c for c in CODES}
 
 
-@dataclass(frozen=True)
-class Reason:
+class Reason(Record):
     """One reason on one kernel, with a message for people and details for machines."""
 
     code: str
     message: str
     module: Optional[str] = None
-    details: dict[str, object] = field(default_factory=dict, compare=False)
+    details: dict[str, object] = Factory(dict)
+    _uncompared = frozenset({"details"})
 
     @property
     def severity(self) -> str:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
+from kzguard.record import Record
 
-@dataclass(frozen=True)
-class Transaction:
+
+class Transaction(Record):
     """Kernels a transaction installs or removes, and the ZFS version it leaves behind.
 
     ``zfs_version`` is ``None`` when the transaction does not change ZFS.

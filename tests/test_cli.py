@@ -22,7 +22,7 @@ def run(*argv: str) -> subprocess.CompletedProcess:
 
 def test_fedora_example_flags_the_pending_kernel():
     proc = run("--root", str(EXAMPLES / "fedora-dkms-pending"), "status", "--json")
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 0, proc.stderr  # status reports; check is the test
     data = json.loads(proc.stdout)
     kernels = {k["release"]: k for k in data["kernels"]}
     pending = kernels["6.13.2-200.fc41.x86_64"]

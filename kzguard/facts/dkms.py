@@ -39,11 +39,11 @@ import posixpath
 import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
 from kzguard.errors import FactError
 from kzguard.facts.osrelease import read_os_release
+from kzguard.record import Record
 from kzguard.root import Root
 
 ADDED = "added"
@@ -66,8 +66,7 @@ _FAILED_LOG = re.compile(
 )
 
 
-@dataclass(frozen=True)
-class DkmsEntry:
+class DkmsEntry(Record):
     """One line of ``dkms status``: a module version, optionally for one kernel and arch."""
 
     module: str

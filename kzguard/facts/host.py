@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Optional
 
 from kzguard import distros
@@ -13,14 +12,14 @@ from kzguard.facts.kernels import InstalledKernel, read_installed
 from kzguard.facts.osrelease import OsRelease, read_os_release, read_running_release
 from kzguard.facts.packages import PendingKernel, pending_kernels
 from kzguard.facts.zfs import ZfsSource, newest_first, read_sources
+from kzguard.record import Record
 from kzguard.root import Root
 
 ZFS_MODULES = ("zfs", "spl")
 PROXMOX_MARKERS = ("/etc/pve", "/usr/share/doc/pve-manager", "/usr/share/doc/proxmox-ve")
 
 
-@dataclass(frozen=True)
-class Host:
+class Host(Record):
     """What kzguard knows about one root."""
 
     root: str

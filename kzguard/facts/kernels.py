@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Optional
 
 from kzguard.errors import FactError
 from kzguard.facts.modinfo import COMPRESSION_SUFFIXES, ModInfo, module_modinfo
+from kzguard.record import Record
 from kzguard.root import Root
 
 # Where DKMS and packages put out-of-tree modules, in the order depmod prefers them.
@@ -27,8 +27,7 @@ WEAK_UPDATES = "weak-updates"
 KERNEL_MARKERS = ("kernel", "vmlinuz", "modules.order", "modules.builtin", "modules.dep")
 
 
-@dataclass(frozen=True)
-class ModuleFile:
+class ModuleFile(Record):
     """One guarded module found for one kernel."""
 
     name: str
@@ -60,8 +59,7 @@ class ModuleFile:
         }
 
 
-@dataclass(frozen=True)
-class InstalledKernel:
+class InstalledKernel(Record):
     """A kernel with a modules directory, and the guarded modules found for it."""
 
     release: str

@@ -7,11 +7,11 @@ kernel's ``MODULE_INFO()`` emits them; the section is found by :mod:`kzguard.fac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, BinaryIO, Optional
 
 from kzguard.errors import CommandError, FactError
 from kzguard.facts.elf import find_section
+from kzguard.record import Record
 from kzguard.root import Root, Runner
 
 COMPRESSION_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
@@ -128,8 +128,7 @@ def _reason(exc: BaseException) -> str:
 # --- the .modinfo section --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ModInfo:
+class ModInfo(Record):
     """The ``key=value`` fields of a ``.modinfo`` section, in file order (keys repeat)."""
 
     fields: tuple[tuple[str, str], ...] = ()

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
 from typing import Optional
 
+from kzguard.record import Factory, Record
 from kzguard.root import Root
 
 OS_RELEASE_PATHS = ("/etc/os-release", "/usr/lib/os-release")
 RUNNING_RELEASE_PATH = "/proc/sys/kernel/osrelease"
 
 
-@dataclass(frozen=True)
-class OsRelease:
+class OsRelease(Record):
     """The fields of os-release that kzguard uses (all of them in ``fields``)."""
 
     id: str = ""
@@ -21,7 +20,7 @@ class OsRelease:
     version_id: str = ""
     pretty_name: str = ""
     path: Optional[str] = None
-    fields: dict[str, str] = field(default_factory=dict)
+    fields: dict[str, str] = Factory(dict)
 
     def to_dict(self) -> dict[str, object]:
         return {

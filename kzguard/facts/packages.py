@@ -11,13 +11,12 @@ exists, so this module stays cheap to import.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass
 from typing import IO, Any, Optional
 
 from kzguard.errors import FactError
+from kzguard.record import Record
 from kzguard.root import Root
 
 # what any reader may raise on bad input; each manager module adds its parsers' errors
@@ -33,8 +32,7 @@ _MANAGERS = (
 )
 
 
-@dataclass(frozen=True)
-class PendingKernel:
+class PendingKernel(Record):
     """A kernel an upgrade would install that is not installed yet."""
 
     release: str  # as ``uname -r`` will print it
@@ -44,7 +42,7 @@ class PendingKernel:
     source: str  # in-root path of the metadata file it came from
 
     def to_dict(self) -> dict[str, str]:
-        return dataclasses.asdict(self)
+        return self._asdict()
 
 
 def pending_kernels(

@@ -8,19 +8,18 @@ Not modelled: preferences files (only the archive priorities 500, 100 and 1 that
 
 from __future__ import annotations
 
-import dataclasses
 import lzma
 import posixpath
 import re
 import zlib
 from collections.abc import Collection, Iterable, Iterator
-from dataclasses import dataclass
 from functools import cmp_to_key
 from typing import Optional
 
 from kzguard.facts.packages import ERRORS as _BASE_ERRORS
 from kzguard.facts.packages import PendingKernel, _open_stream, _problem
 from kzguard.facts.vercmp import dpkg_vercmp, split_dpkg_version
+from kzguard.record import Record
 from kzguard.root import Root
 
 ERRORS = (*_BASE_ERRORS, lzma.LZMAError, zlib.error)
@@ -39,8 +38,7 @@ _DEB_NOT_IMAGE = ("-dbg", "-dbgsym", "-unsigned")
 _META_DEPTH = 4
 
 
-@dataclass(frozen=True)
-class _Deb:
+class _Deb(Record):
     name: str
     version: str
     arch: str
@@ -200,7 +198,7 @@ class _AptState:
         versions = [d for d in self.available.get(name, []) if arches is None or d.arch in arches]
         if current:
             same = [d.priority for d in versions if dpkg_vercmp(d.version, current[0].version) == 0]
-            versions.append(dataclasses.replace(current[0], priority=max([100, *same])))
+            versions.append(current[0]._replace(priority=max([100, *same])))
         versions.sort(key=cmp_to_key(lambda x, y: dpkg_vercmp(x.version, y.version)), reverse=True)
         best: Optional[_Deb] = None
         for deb in versions:

@@ -12,7 +12,6 @@ import lzma
 import posixpath
 import zlib
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass
 from typing import IO, Optional
 from xml.etree import ElementTree
 
@@ -20,6 +19,7 @@ from kzguard.errors import FactError
 from kzguard.facts.packages import ERRORS as _BASE_ERRORS
 from kzguard.facts.packages import PendingKernel, _open_stream, _problem
 from kzguard.facts.vercmp import rpmvercmp
+from kzguard.record import Record
 from kzguard.root import Root
 
 ERRORS = (*_BASE_ERRORS, lzma.LZMAError, zlib.error, ElementTree.ParseError)
@@ -37,8 +37,7 @@ _COMMON_NS = "{http://linux.duke.edu/metadata/common}"
 _RPM_KERNELS = ("kernel-core", "kernel")
 
 
-@dataclass(frozen=True)
-class _Rpm:
+class _Rpm(Record):
     name: str
     arch: str
     epoch: str

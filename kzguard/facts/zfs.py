@@ -12,11 +12,11 @@ import functools
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Optional
 
 from kzguard.errors import FactError
 from kzguard.kernelrelease import KernelRelease, parse_linux_version
+from kzguard.record import Record
 from kzguard.root import Root
 
 SOURCE_GLOB = "/usr/src/zfs-*/META"
@@ -27,8 +27,7 @@ _META_LINE = re.compile(r"([A-Za-z][A-Za-z0-9_-]*):[ \t]+(\S.*)$")
 _VERSION = re.compile(r"\d+\.\d+(\.\d+)?([-.~]?rc\d+)?\Z")
 
 
-@dataclass(frozen=True)
-class LinuxRange:
+class LinuxRange(Record):
     """The kernels one ZFS version supports, and where that fact came from."""
 
     zfs_version: str
@@ -55,8 +54,7 @@ class LinuxRange:
         }
 
 
-@dataclass(frozen=True)
-class ZfsSource:
+class ZfsSource(Record):
     """A ZFS source tree under /usr/src as DKMS sees it, with its META facts."""
 
     path: str
