@@ -29,7 +29,7 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devtools.dkmstree import make_dkms_entry
+from devtools.dkmstree import make_dkms_entry, status_argv
 from devtools.hostbuilder import HostTree
 from kzguard.facts.dkms import parse_status, read_tree
 from kzguard.root import Root
@@ -50,19 +50,6 @@ def build_root(path: Path, releases: Sequence[str]) -> Path:
         tree.kernel(release)
         make_dkms_entry(tree.path, "zfs", ZFS_VERSION, release)
     return tree.path
-
-
-def dkms_argv(root: Path) -> list[str]:
-    return [
-        "dkms",
-        "status",
-        "--dkmstree",
-        f"{root}/var/lib/dkms",
-        "--sourcetree",
-        f"{root}/usr/src",
-        "--installtree",
-        f"{root}/lib/modules",
-    ]
 
 
 def interpreter() -> str:
@@ -104,7 +91,7 @@ def report(label: str, times: Sequence[float]) -> float:
 
 def check_agreement(root: Path) -> None:
     """``read_tree`` must say what the real ``dkms status`` says on the same tree."""
-    real = parse_status(run(dkms_argv(root)).stdout)
+    real = parse_status(run(status_argv(root)).stdout)
     ours = read_tree(Root(root))
     print(f"dkms status entries: {len(real)}; read_tree agrees: {real == ours}")
 
@@ -136,7 +123,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             f"{time.perf_counter() - start:.1f} s"
         )
         check_agreement(root)
-        dkms_median = report("dkms status", timed(dkms_argv(root), args.runs))
+        dkms_median = report("dkms status", timed(status_argv(root), args.runs))
         start = time.perf_counter()
         read_tree(Root(root))
         print(f"{'read_tree (in process)':<28} {(time.perf_counter() - start) * 1000:8.1f} ms")

@@ -29,6 +29,20 @@ STATES = ("added", "built", "installed", "broken", "build-failed")
 LOG_DATE = "Sat Nov 28 00:27:46 UTC 2026"
 
 
+def status_argv(root_dir: Path) -> list[str]:
+    """The real ``dkms status`` pointed at the DKMS tree of a root built here."""
+    return [
+        "dkms",
+        "status",
+        "--dkmstree",
+        f"{root_dir}/var/lib/dkms",
+        "--sourcetree",
+        f"{root_dir}/usr/src",
+        "--installtree",
+        f"{root_dir}/lib/modules",
+    ]
+
+
 def default_modules(package: str) -> tuple[str, ...]:
     """The modules a DKMS package builds: OpenZFS 2.x builds ``zfs`` and ``spl``."""
     return ("zfs", "spl") if package == "zfs" else (package,)

@@ -12,7 +12,7 @@ import os
 import posixpath
 import stat
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from kzguard.errors import CommandError, FactError, UsageError
 
@@ -222,21 +222,9 @@ class Runner:
             _log().info("dry-run: would run %s", " ".join(argv))
             return subprocess.CompletedProcess(argv, 0, "", "")
         _log().debug("running %s", " ".join(argv))
-        try:
-            proc = subprocess.run(
-                argv,
-                input=input,
-                capture_output=True,
-                text=True,
-                errors="replace",
-                env=self.env,
-                timeout=timeout or self.timeout,
-                check=False,
-            )
-        except FileNotFoundError as exc:
-            raise CommandError(argv, None, reason="command not found") from exc
-        except subprocess.TimeoutExpired as exc:
-            raise CommandError(argv, None, reason=f"timed out after {exc.timeout}s") from exc
+        proc = self._exec(
+            argv, input=input, capture_output=True, text=True, errors="replace", timeout=timeout
+        )
         if check and proc.returncode != 0:
             raise CommandError(argv, proc.returncode, proc.stdout, proc.stderr)
         return proc
@@ -260,26 +248,30 @@ class Runner:
         argv = [os.fspath(a) for a in argv]
         _log().debug("running %s", " ".join(argv))
         with tempfile.TemporaryFile() as out:
-            try:
-                proc = subprocess.run(
-                    argv,
-                    input=input,
-                    stdout=out,
-                    stderr=subprocess.PIPE,
-                    env=self.env,
-                    timeout=timeout or self.timeout,
-                    check=False,
-                )
-            except FileNotFoundError as exc:
-                raise CommandError(argv, None, reason="command not found") from exc
-            except subprocess.TimeoutExpired as exc:
-                raise CommandError(argv, None, reason=f"timed out after {exc.timeout}s") from exc
+            proc = self._exec(
+                argv, input=input, stdout=out, stderr=subprocess.PIPE, timeout=timeout
+            )
             out.seek(0)
             stdout = out.read(-1 if max_output is None else max_output + 1)
         stderr = proc.stderr.decode("utf-8", errors="replace")
         if proc.returncode != 0:
             raise CommandError(argv, proc.returncode, "", stderr)
         return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+
+    def _exec(
+        self, argv: list[str], *, timeout: Optional[float], **kwargs: Any
+    ) -> subprocess.CompletedProcess:
+        """``subprocess.run`` with this runner's environment, its timeout and one error type."""
+        import subprocess
+
+        try:
+            return subprocess.run(
+                argv, env=self.env, timeout=timeout or self.timeout, check=False, **kwargs
+            )
+        except FileNotFoundError as exc:
+            raise CommandError(argv, None, reason="command not found") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise CommandError(argv, None, reason=f"timed out after {exc.timeout}s") from exc
 
 
 def _log() -> logging.Logger:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devtools.dkmstree import make_dkms_entry
+from devtools.dkmstree import make_dkms_entry, status_argv
 from devtools.hostbuilder import HostTree
 from kzguard.facts.dkms import (
     NOTE_DIFF,
@@ -448,18 +448,7 @@ needs_dkms = pytest.mark.skipif(shutil.which("dkms") is None, reason="dkms is no
 
 
 def dkms_status(root: Path) -> str:
-    proc = Runner().run(
-        [
-            "dkms",
-            "status",
-            "--dkmstree",
-            f"{root}/var/lib/dkms",
-            "--sourcetree",
-            f"{root}/usr/src",
-            "--installtree",
-            f"{root}/lib/modules",
-        ]
-    )
+    proc = Runner().run(status_argv(root))
     return proc.stdout + proc.stderr
 
 

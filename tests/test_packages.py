@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devtools.pkgmeta import rpm_repo
 from kzguard.facts import packages, pending_apt
 from kzguard.facts.packages import PendingKernel, pacman_kernel_release, pending_kernels
 from kzguard.root import Root
@@ -54,21 +55,6 @@ def _releases(root: Path, installed: list[str]) -> tuple[list[str], list[str]]:
 
 # --- dnf ---------------------------------------------------------------------------------
 
-SPEC = """\
-Name: %{kname}
-Version: %{kver}
-Release: %{krel}
-Summary: fake kernel
-License: GPL
-BuildArch: x86_64
-%description
-fake
-%install
-mkdir -p %{buildroot}/lib/modules/%{kver}-%{krel}.x86_64
-echo x > %{buildroot}/lib/modules/%{kver}-%{krel}.x86_64/vmlinuz
-%files
-/lib/modules/%{kver}-%{krel}.x86_64/vmlinuz
-"""
 RPMS = {
     "f41": [("kernel-core", "6.12.10", "200.fc41"), ("kernel-core", "6.13.2", "200.fc41")],
     # Fedora's "kernel" meta package: ignored because kernel-core exists
@@ -83,19 +69,7 @@ def rpm_repos(tmp_path_factory) -> dict[str, Path]:
     """Repos (createrepo_c) of fake kernel rpms (rpmbuild), by name."""
     _need("rpmbuild", "createrepo_c")
     top = tmp_path_factory.mktemp("rpm")
-    spec = _write(top / "k.spec", SPEC)
-    repos = {}
-    for repo, rpms in RPMS.items():
-        repos[repo] = top / "repos" / repo
-        repos[repo].mkdir(parents=True)
-        for name, ver, rel in rpms:
-            defines = {"_topdir": top / "build", "kname": name, "kver": ver, "krel": rel}
-            defines["_build_id_links"] = "none"
-            args = [a for k, v in defines.items() for a in ("--define", f"{k} {v}")]
-            _run("rpmbuild", "-bb", "--quiet", *args, spec)
-            rpm = top / "build" / "RPMS" / "x86_64" / f"{name}-{ver}-{rel}.x86_64.rpm"
-            shutil.copy(rpm, repos[repo])
-        _run("createrepo_c", "--quiet", repos[repo])
+    repos = {name: rpm_repo(top / "repos" / name, rpms) for name, rpms in RPMS.items()}
     return repos
 
 
