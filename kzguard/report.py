@@ -30,7 +30,10 @@ def render(report: Report, *, header: bool = True) -> str:
     if header:
         lines += _header(report)
         lines.append("")
-    lines += _table(report.kernels)
+    if report.kernels:
+        lines += _table(report.kernels)
+    else:
+        lines.append("No kernel to judge: none installed under /lib/modules or /usr/lib/modules.")
     problems = [k for k in report.kernels if k.verdict != SAFE]
     if problems:
         lines += ["", "What to do"]
@@ -69,6 +72,8 @@ def _zfs_summary(report: Report) -> str:
     label = DELIVERY_LABELS.get(host.delivery, host.delivery)
     if report.zfs_override:
         return f"judged as ZFS {report.zfs_override} (--zfs-version), now via {label}"
+    if host.delivery == NONE:
+        return "not found (no /usr/src/zfs-*, DKMS entry or zfs module)"
     versions = host.dkms_versions() or host.module_versions()
     ranged = next((k for k in report.kernels if k.zfs_range), None)
     text = f"{normalize_version(versions[0]) if versions else '?'} via {label}"

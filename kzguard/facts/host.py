@@ -132,6 +132,3 @@ def gather(root: Root, modules: Sequence[str] = ZFS_MODULES) -> Host:
         guarded=guarded,
         problems=tuple(problems),
     )
-
-
-__all__ = ["DKMS", "KMOD", "NONE", "PACKAGE", "PREBUILT", "Host", "gather"]
