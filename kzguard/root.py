@@ -31,6 +31,7 @@ class Root:
     def __init__(self, path: PathLike = "/"):
         self.top = os.path.abspath(os.fspath(path))
         self._top = self.top.rstrip("/") + "/"
+        self._parents: dict[str, tuple[list[str], bool]] = {}
 
     @property
     def path(self) -> Path:
@@ -63,24 +64,45 @@ class Root:
         return Path(self._host(inner, follow_last))
 
     def _host(self, inner: str, follow_last: bool = True) -> str:
-        """:meth:`resolve` as a string: one ``lstat`` per component, none past a missing one."""
-        top = self._top
+        """:meth:`resolve` as a string: one ``lstat`` per component, none past a missing one.
+
+        Resolved parent directories are remembered for the life of this object (a check reads
+        many files in few directories); make a new :class:`Root` to see a changed tree.
+        """
         parts = [p for p in inner.split("/") if p and p != "."]
-        parts.reverse()
-        done: list[str] = []
+        if not parts or ".." in parts:
+            done, _ = self._walk([], parts, follow_last, inner)
+        else:
+            key = "/".join(parts[:-1])
+            parent = self._parents.get(key)
+            if parent is None:
+                parent = self._parents[key] = self._walk([], parts[:-1], True, inner)
+            done, missing = parent
+            if not missing:
+                done, _ = self._walk(list(done), parts[-1:], follow_last, inner)
+            else:
+                done = [*done, parts[-1]]
+        return (self._top + "/".join(done)).rstrip("/") or "/"
+
+    def _walk(
+        self, done: list[str], parts: list[str], follow_last: bool, inner: str
+    ) -> tuple[list[str], bool]:
+        """Resolve ``parts`` below the in-root components ``done``; say if one is missing."""
+        top = self._top
+        todo = list(reversed(parts))
         links = 0
         missing = False
-        while parts:
-            part = parts.pop()
+        while todo:
+            part = todo.pop()
             if part == "..":
                 if done:
                     done.pop()
                 missing = False
                 continue
-            current = top + "/".join(done) + ("/" if done else "") + part
-            if missing or not (parts or follow_last):
+            if missing or not (todo or follow_last):
                 done.append(part)
                 continue
+            current = top + "/".join(done) + ("/" if done else "") + part
             try:
                 mode = os.lstat(current).st_mode
             except OSError:
@@ -96,8 +118,8 @@ class Root:
             target = os.readlink(current)
             if target.startswith("/"):
                 done = []
-            parts.extend(reversed([p for p in target.split("/") if p and p != "."]))
-        return (top + "/".join(done)).rstrip("/") or "/"
+            todo.extend(reversed([p for p in target.split("/") if p and p != "."]))
+        return done, missing
 
     def to_inner(self, host_path: PathLike) -> str:
         """Return the in-root path of a host path that lies under the root."""

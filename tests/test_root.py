@@ -74,3 +74,19 @@ def test_runner_dry_run_skips_changing_commands(tmp_path):
     Runner(dry_run=True).run(["touch", str(marker)], changes=True)
     assert not marker.exists()
     assert Runner(dry_run=True).run(["echo", "hi"]).stdout == "hi\n"
+
+
+def test_links_in_parents_are_resolved_once_and_still_inside_the_root(tmp_path):
+    (tmp_path / "usr/lib/modules/6.1.0-1/extra").mkdir(parents=True)
+    (tmp_path / "usr/lib/modules/6.1.0-1/extra/zfs.ko").write_text("a")
+    (tmp_path / "usr/lib/modules/6.1.0-1/extra/spl.ko").write_text("b")
+    os.symlink("/usr/lib", tmp_path / "lib")
+    root = Root(tmp_path)
+    assert root.read_text("/lib/modules/6.1.0-1/extra/zfs.ko") == "a"
+    assert root.read_text("/lib/modules/6.1.0-1/extra/spl.ko") == "b"
+    assert root.read_text("/lib/modules/6.1.0-1/extra/../extra/zfs.ko") == "a"
+    os.symlink(
+        "/usr/lib/modules/6.1.0-1/extra/zfs.ko", tmp_path / "usr/lib/modules/6.1.0-1/extra/w.ko"
+    )
+    assert root.read_text("/lib/modules/6.1.0-1/extra/w.ko") == "a"
+    assert root.is_symlink("/lib/modules/6.1.0-1/extra/w.ko")
