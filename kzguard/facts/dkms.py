@@ -77,14 +77,7 @@ class DkmsEntry(Record):
     notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
-        return {
-            "module": self.module,
-            "version": self.version,
-            "kernel": self.kernel,
-            "arch": self.arch,
-            "state": self.state,
-            "notes": list(self.notes),
-        }
+        return {**self._asdict(), "notes": list(self.notes)}
 
 
 # --- reading the tree ------------------------------------------------------------------------
