@@ -23,7 +23,7 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     """Global options, accepted before and after the subcommand."""
     default = argparse.SUPPRESS if suppress else None
     parser.add_argument(
-        "--root", metavar="DIR", default=default if suppress else "/", help="system root to judge"
+        "--root", metavar="DIR", default=default, help="system root to judge (default /)"
     )
     parser.add_argument(
         "--config", metavar="FILE", default=default, help="configuration file (host path)"
@@ -93,6 +93,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--zfs-version", metavar="V", help="judge as if ZFS V were installed (e.g. 2.3.1)"
     )
     check.set_defaults(func=cmd_check)
+
+    hook = sub.add_parser(
+        "hook",
+        parents=[common],
+        help="the package-manager hooks' entry point (reads the manager's protocol on stdin)",
+    )
+    hook.add_argument("manager", choices=HOOK_MANAGERS, help="the manager calling")
+    hook.set_defaults(func=cmd_hook)
+
+    allow = sub.add_parser(
+        "allow",
+        parents=[common],
+        help="let one kernel through the next transaction that would refuse it (one-shot)",
+    )
+    allow.add_argument("release", nargs="?", help="the kernel release to let through")
+    allow.add_argument("--list", action="store_true", help="show pending overrides")
+    allow.add_argument("--remove", action="store_true", help="withdraw the override")
+    allow.set_defaults(func=cmd_allow)
+
+    snapshot = sub.add_parser(
+        "snapshot", parents=[common], help="snapshot the boot environment now (as a hook would)"
+    )
+    snapshot.add_argument("--reason", default="manual", help="the reason in the snapshot name")
+    snapshot.set_defaults(func=cmd_snapshot)
     return parser
 
 
@@ -102,7 +126,7 @@ def _report(args: argparse.Namespace, kernels: Sequence[str] = (), zfs_version=N
     from kzguard.policy import judge
     from kzguard.root import Root
 
-    root = Root.open(args.root)
+    root = Root.open(args.root or "/")
     config = load_config(root, args.config)
     host = gather(root, config.modules)
     return judge(
@@ -141,6 +165,87 @@ def cmd_check(args: argparse.Namespace) -> int:
     return _emit(args, report, header=not args.kernel)
 
 
+HOOK_MANAGERS = ("apt", "pacman", "dnf5")
+
+
+def cmd_hook(args: argparse.Namespace) -> int:
+    """Read the manager's protocol on stdin, run the gate, answer with an exit code."""
+    import importlib
+
+    from kzguard.gate import hook_main
+
+    adapter = importlib.import_module(f"kzguard.managers.{args.manager}")
+    return hook_main(
+        args.manager,
+        adapter.read,
+        stdin=sys.stdin,
+        root_option=args.root,
+        config_path=args.config,
+        dry_run=args.dry_run,
+        on_hold=getattr(adapter, "hold", None),
+    )
+
+
+def cmd_allow(args: argparse.Namespace) -> int:
+    """Record, list or withdraw a one-shot override in the state file."""
+    import time
+
+    from kzguard import journal, state
+    from kzguard.kernelrelease import parse_release
+    from kzguard.root import Root
+
+    root = Root.open(args.root or "/")
+    if args.list or not args.release:
+        for release, info in sorted(state.read(root)["allow"].items()):
+            print(f"{release}  (added {info.get('time', '?')} by {info.get('by', '?')})")
+        return 0
+    parse_release(args.release)
+    with state.locked(root, dry_run=args.dry_run) as st:
+        if args.remove:
+            removed = st.data["allow"].pop(args.release, None) is not None
+            print(
+                f"kzguard: override for {args.release} " + ("withdrawn" if removed else "not found")
+            )
+        else:
+            who = os.environ.get("SUDO_USER") or os.environ.get("USER") or str(os.getuid())
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            st.data["allow"][args.release] = {"time": when, "by": who}
+            st.event("allow-added", f"{who} allowed {args.release} once", kernel=args.release)
+            journal.event(
+                "allow-added",
+                f"{who} allowed {args.release} through the next transaction",
+                priority=journal.NOTICE,
+                kernel=args.release,
+            )
+            verb = "would let" if args.dry_run else "will let"
+            print(f"kzguard: the next transaction {verb} {args.release} through once")
+        st.save()
+    return 0
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    """Snapshot the boot environment with the configured dataset and retention."""
+    from kzguard.actions import snapshot
+    from kzguard.config import load_config
+    from kzguard.root import Root, Runner
+
+    root = Root.open(args.root or "/")
+    config = load_config(root, args.config)
+    result = snapshot.take(
+        root,
+        Runner(dry_run=args.dry_run),
+        dataset=config.snapshots.dataset,
+        keep=config.snapshots.keep,
+        manager="kzguard",
+        kernels=(),
+        reason=args.reason,
+    )
+    print(f"kzguard: {result.message}")
+    for name in result.destroyed:
+        print(f"kzguard: destroyed old snapshot {name}")
+    return EXIT_INTERNAL if result.failed else EXIT_SAFE
+
+
 def _setup_logging(verbosity: int) -> None:
     """Log to stderr; logging is imported only when asked for (it costs the hooks 2 ms)."""
     if verbosity:
@@ -165,7 +270,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_INTERNAL
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 3
         if args.verbose:
             import traceback
 

@@ -6,17 +6,56 @@ from typing import Optional
 
 from kzguard.record import Record
 
+# Package names (any manager) whose change is a ZFS change.
+ZFS_PACKAGES = frozenset(
+    {
+        "zfs",
+        "zfs-dkms",
+        "zfs-kmod",
+        "kmod-zfs",
+        "zfsutils-linux",
+        "zfs-linux",
+        "zfs-linux-lts",
+        "zfs-utils",
+        "zfs-zed",
+        "libzfs4",
+        "libzfs5",
+        "libzfs6",
+    }
+)
+
 
 class Transaction(Record):
-    """Kernels a transaction installs or removes, and the ZFS version it leaves behind.
+    """Kernels a transaction installs or removes, and the ZFS it leaves behind.
 
-    ``zfs_version`` is ``None`` when the transaction does not change ZFS.
+    ``zfs_version`` is the version of ZFS after the transaction when the transaction changes
+    it, else ``None``; ``zfs_packages`` names the ZFS packages it touches (installs, upgrades or
+    removes). ``packages`` maps each installed kernel release to its package names, which is
+    what a hold excludes.
     """
 
     manager: str
     install: tuple[str, ...] = ()
     remove: tuple[str, ...] = ()
     zfs_version: Optional[str] = None
+    zfs_packages: tuple[str, ...] = ()
+    packages: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @property
+    def touches_kernel(self) -> bool:
+        return bool(self.install or self.remove)
+
+    @property
+    def touches_zfs(self) -> bool:
+        return bool(self.zfs_packages or self.zfs_version)
+
+    @property
+    def relevant(self) -> bool:
+        """Whether kzguard has anything to judge or snapshot for this transaction."""
+        return self.touches_kernel or self.touches_zfs
+
+    def packages_of(self, release: str) -> tuple[str, ...]:
+        return dict(self.packages).get(release, ())
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -24,4 +63,6 @@ class Transaction(Record):
             "install": list(self.install),
             "remove": list(self.remove),
             "zfs_version": self.zfs_version,
+            "zfs_packages": list(self.zfs_packages),
+            "packages": {release: list(names) for release, names in self.packages},
         }

@@ -37,7 +37,7 @@ def objects(tmp_path_factory) -> dict:
     for target in ("elf64-powerpc", "elf32-powerpc"):
         try:
             made[target] = kobuild.convert_object(made["elf64-le"], tmp / f"{target}.ko", target)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a toolchain without llvm-objcopy makes fewer
             continue
     return {key: path.read_bytes() for key, path in made.items()}
 
@@ -64,7 +64,7 @@ def test_mutated_objects_fail_only_with_fact_error(objects):
             continue
         try:
             theirs = _oracle(cut, ".modinfo")
-        except Exception:
+        except Exception:  # noqa: BLE001 - pyelftools may reject what we reject
             continue
         assert ours == theirs
 

@@ -1,0 +1,118 @@
+"""What a package-manager hook does with a judged transaction: pure, from verdicts and policy.
+
+Each kernel the transaction installs is judged (:func:`kzguard.policy.judge`); when the
+transaction changes ZFS, every kernel that stays installed is judged against the new ZFS too.
+An ``unsafe`` kernel gets ``on_unsupported_kernel`` (block, hold or warn), an ``unknown`` one
+``on_unknown`` (block or warn); an admin's one-shot override lets a named kernel through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from kzguard.policy import INSTALLED, TRANSACTION, KernelVerdict, Report
+from kzguard.reasons import SAFE, UNSAFE
+from kzguard.record import Record
+
+ALLOW, WARN, HOLD, BLOCK = "allow", "warn", "hold", "block"
+_RANK = {ALLOW: 0, WARN: 1, HOLD: 2, BLOCK: 3}
+
+
+class Decision(Record):
+    """The hook's answer: the overall action and, per kernel, why."""
+
+    action: str
+    blocked: tuple[str, ...] = ()
+    held: tuple[str, ...] = ()
+    warned: tuple[str, ...] = ()
+    allowed: tuple[str, ...] = ()
+    lines: tuple[str, ...] = ()
+
+    @property
+    def blocks(self) -> bool:
+        return self.action == BLOCK
+
+    def with_block(self, line: str) -> Decision:
+        """This decision turned into a block for a reason outside the verdicts."""
+        return self._replace(action=BLOCK, lines=(*self.lines, line))
+
+    def with_line(self, line: str) -> Decision:
+        return self._replace(lines=(*self.lines, line))
+
+    def to_dict(self) -> dict[str, object]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self._asdict().items()}
+
+
+def concerned(report: Report) -> list[KernelVerdict]:
+    """The verdicts a transaction answers for: its kernels, and with a ZFS change every kernel
+    that stays installed."""
+    zfs_change = report.transaction is not None and report.transaction.zfs_version is not None
+    return [
+        k
+        for k in report.kernels
+        if TRANSACTION in k.states or (zfs_change and INSTALLED in k.states)
+    ]
+
+
+def decide(
+    report: Report,
+    *,
+    on_unsupported: str,
+    on_unknown: str,
+    allowed: Collection[str] = (),
+    command: str = "",
+) -> Decision:
+    """Turn the verdicts on a transaction's kernels into one action with explanations."""
+    groups: dict[str, list[str]] = {BLOCK: [], HOLD: [], WARN: [], ALLOW: []}
+    lines: list[str] = []
+    for kernel in concerned(report):
+        if kernel.verdict == SAFE:
+            continue
+        wanted = on_unsupported if kernel.verdict == UNSAFE else on_unknown
+        if kernel.release in allowed:
+            groups[ALLOW].append(kernel.release)
+            lines.append(
+                f"kzguard: letting {kernel.release} through by an admin's override although "
+                f"it is {kernel.verdict}: {_why(kernel)}"
+            )
+            continue
+        groups[wanted].append(kernel.release)
+        lines += _explain(kernel, wanted, command)
+    action = max((a for a, releases in groups.items() if releases), key=_RANK.get, default=ALLOW)
+    if action == ALLOW and groups[ALLOW]:
+        action = WARN
+    return Decision(
+        action,
+        tuple(groups[BLOCK]),
+        tuple(groups[HOLD]),
+        tuple(groups[WARN]),
+        tuple(groups[ALLOW]),
+        tuple(lines),
+    )
+
+
+def _why(kernel: KernelVerdict) -> str:
+    return "; ".join(r.message for r in kernel.reasons) or kernel.verdict
+
+
+def _explain(kernel: KernelVerdict, action: str, command: str) -> list[str]:
+    verb = {BLOCK: "refusing", HOLD: "holding back", WARN: "warning about"}[action]
+    lines = [f"kzguard: {verb} kernel {kernel.release} ({kernel.verdict}): {_why(kernel)}"]
+    if action == WARN:
+        return lines
+    if kernel.zfs_range is not None:
+        rng = kernel.zfs_range
+        lines.append(
+            f"kzguard: ZFS {rng.zfs_version} supports Linux {rng.linux_min} to "
+            f"{rng.linux_max}.x ({rng.origin})"
+        )
+    lines.append(
+        "kzguard: way out: upgrade ZFS to a release that supports this kernel first (or in the "
+        "same transaction), or keep the current kernel"
+    )
+    again = f" {command}" if command else " <the same command>"
+    lines.append(
+        f"kzguard: to install it anyway, once: `kzguard allow {kernel.release}` then run"
+        f"{again} again (or set KZGUARD_ALLOW={kernel.release} for that command)"
+    )
+    return lines

@@ -1,0 +1,185 @@
+"""The pre-transaction gate every package-manager hook goes through.
+
+``run_gate`` judges a transaction, applies the policy and the admin's one-shot overrides,
+snapshots the boot environment before a kernel or ZFS change, and records what it decided.
+``hook_main`` wraps it for a hook process: it prints the decision for the admin, maps it to
+the manager's way of saying no (an exit code), and applies ``on_error`` when kzguard itself
+fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Callable, Optional, TextIO
+
+from kzguard import journal
+from kzguard.decision import BLOCK, HOLD, WARN, Decision
+from kzguard.record import Record
+from kzguard.root import Root, Runner
+from kzguard.transaction import Transaction
+
+if TYPE_CHECKING:
+    from kzguard.config import Config
+    from kzguard.state import State
+
+ALLOW_ENV = "KZGUARD_ALLOW"
+EXIT_REFUSE = 1
+
+
+class HookInput(Record):
+    """What an adapter read from its manager: the transaction and the root it works on."""
+
+    transaction: Transaction
+    root: Optional[str] = None
+    command: str = ""
+
+
+def allowed_from_env(env: Mapping[str, str]) -> set[str]:
+    """Kernel releases named in ``KZGUARD_ALLOW`` (comma or space separated)."""
+    return {word for word in re.split(r"[\s,]+", env.get(ALLOW_ENV, "")) if word}
+
+
+def run_gate(
+    root: Root,
+    transaction: Transaction,
+    *,
+    config_path: Optional[str] = None,
+    env: Optional[Mapping[str, str]] = None,
+    runner: Optional[Runner] = None,
+    command: str = "",
+) -> Decision:
+    """Judge ``transaction`` on ``root`` and decide; snapshot first when it goes ahead."""
+    from kzguard import state
+    from kzguard.config import load_config
+    from kzguard.decision import decide
+    from kzguard.facts.host import gather
+    from kzguard.policy import judge
+
+    runner = runner or Runner()
+    env = os.environ if env is None else env
+    config = load_config(root, config_path)
+    host = gather(root, config.modules)
+    report = judge(host, config.zfs_ranges, transaction=transaction, ranges_origin=config.source)
+    from_env = allowed_from_env(env)
+    with state.locked(root, dry_run=runner.dry_run) as st:
+        stored = set(st.data["allow"])
+        decision = decide(
+            report,
+            on_unsupported=config.on_unsupported_kernel,
+            on_unknown=config.on_unknown,
+            allowed=from_env | stored,
+            command=command,
+        )
+        for release in decision.allowed:
+            how = ALLOW_ENV if release in from_env else "kzguard allow"
+            if release not in from_env:
+                del st.data["allow"][release]
+            journal.event(
+                "override-used",
+                f"{release} let through {transaction.manager} by {how}",
+                priority=journal.WARNING,
+                kernel=release,
+                manager=transaction.manager,
+            )
+        if decision.action != BLOCK and config.snapshots.enabled:
+            decision = _snapshot(root, runner, config, transaction, decision)
+        _record(st, transaction, decision)
+        st.save()
+    return decision
+
+
+def _snapshot(
+    root: Root, runner: Runner, config: Config, transaction: Transaction, decision: Decision
+) -> Decision:
+    from kzguard.actions import snapshot
+
+    kernels = [*transaction.install, *transaction.remove]
+    what = kernels[0] if kernels else "zfs"
+    result = snapshot.take(
+        root,
+        runner,
+        dataset=config.snapshots.dataset,
+        keep=config.snapshots.keep,
+        manager=transaction.manager,
+        kernels=kernels,
+        reason=f"{transaction.manager}-{what}",
+    )
+    decision = decision.with_line(f"kzguard: {result.message}")
+    if result.failed and config.snapshots.required:
+        return decision.with_block(
+            "kzguard: refusing the transaction: the snapshot failed and snapshots.required is true"
+        )
+    return decision
+
+
+_EVENT_KINDS = {BLOCK: "transaction-blocked", HOLD: "transaction-held", WARN: "transaction-warned"}
+
+
+def _record(st: State, transaction: Transaction, decision: Decision) -> None:
+    kind = _EVENT_KINDS.get(decision.action)
+    if kind is None:
+        return
+    kernels = [*decision.blocked, *decision.held, *decision.warned]
+    message = f"{transaction.manager}: {decision.action} {', '.join(kernels) or 'transaction'}"
+    st.event(kind, message, manager=transaction.manager, kernels=kernels)
+    priority = journal.WARNING if decision.action == WARN else journal.ERROR
+    journal.event(kind, message, priority=priority, manager=transaction.manager, kernel=kernels)
+
+
+def hook_main(
+    manager: str,
+    read: Callable[[TextIO], HookInput],
+    *,
+    stdin: TextIO,
+    root_option: Optional[str] = None,
+    config_path: Optional[str] = None,
+    dry_run: bool = False,
+    on_hold: Optional[Callable[[Root, Runner, Decision, Transaction], list[str]]] = None,
+) -> int:
+    """Run the gate for one hook invocation; return the exit code the manager acts on."""
+    root_path = root_option or "/"
+    try:
+        hook_input = read(stdin)
+        if not hook_input.transaction.relevant:
+            return 0
+        root_path = root_option or hook_input.root or "/"
+        root = Root.open(root_path)
+        runner = Runner(dry_run=dry_run)
+        decision = run_gate(
+            root,
+            hook_input.transaction,
+            config_path=config_path,
+            runner=runner,
+            command=hook_input.command,
+        )
+        if decision.action == HOLD and on_hold is not None:
+            decision = decision._replace(
+                lines=(*decision.lines, *on_hold(root, runner, decision, hook_input.transaction))
+            )
+    except Exception as exc:  # noqa: BLE001 - any failure of kzguard itself meets on_error
+        return _on_error(manager, exc, root_path, config_path)
+    for line in decision.lines:
+        print(line, file=sys.stderr)
+    return EXIT_REFUSE if decision.action in (BLOCK, HOLD) else 0
+
+
+def _on_error(manager: str, exc: Exception, root_path: str, config_path: Optional[str]) -> int:
+    policy, source = "block", "the default, as the configuration could not be read"
+    try:
+        from kzguard.config import load_config
+
+        policy = load_config(Root(root_path), config_path).on_error
+        source = "on_error"
+    except Exception:  # noqa: BLE001 - keep the default
+        pass
+    outcome = "refusing the transaction" if policy == "block" else "letting the transaction through"
+    message = (
+        f"kzguard failed inside the {manager} hook ({type(exc).__name__}: {exc}); "
+        f"{outcome} ({source} = {policy})"
+    )
+    print(f"kzguard: {message}", file=sys.stderr)
+    journal.event("hook-error", message, priority=journal.ERROR, manager=manager)
+    return EXIT_REFUSE if policy == "block" else 0

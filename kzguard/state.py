@@ -1,0 +1,144 @@
+"""The state file ``<root>/var/lib/kzguard/state.json``: pins, overrides, recorded defaults, events.
+
+Every change happens under an exclusive ``flock`` on ``state.lock`` (a separate file, so the
+rename that replaces ``state.json`` never drops the lock) and is written atomically: a temp
+file in the same directory, fsync, rename, fsync of the directory. A file that does not parse
+is moved aside (``state.json.corrupt-<UTC time>``) with a warning and a fresh state is started:
+never silently lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from typing import Any, Optional
+
+from kzguard.errors import KzguardError
+from kzguard.root import Root
+
+STATE_DIR = "/var/lib/kzguard"
+STATE_FILE = f"{STATE_DIR}/state.json"
+LOCK_FILE = f"{STATE_DIR}/state.lock"
+FORMAT = 1
+MAX_EVENTS = 200
+
+
+class StateError(KzguardError):
+    """The state file could not be read, locked or written."""
+
+    name = "state"
+
+
+def empty() -> dict[str, Any]:
+    return {"format": FORMAT, "pins": {}, "allow": {}, "boot": {}, "last_good": None, "events": []}
+
+
+class State:
+    """An open, locked state: change ``data`` and call :meth:`save` (or leave it unchanged)."""
+
+    def __init__(self, root: Root, data: dict[str, Any], *, dry_run: bool):
+        self.root = root
+        self.data = data
+        self.dry_run = dry_run
+        self.notes: list[str] = []
+
+    def event(self, kind: str, message: str, **fields: Any) -> None:
+        """Append a recent event (the newest MAX_EVENTS are kept)."""
+        entry = {"time": _utc(), "kind": kind, "message": message, **fields}
+        self.data["events"] = [*self.data.get("events", []), entry][-MAX_EVENTS:]
+
+    def save(self) -> None:
+        if self.dry_run:
+            return
+        _write_atomically(self.root.resolve(STATE_FILE).as_posix(), self.data)
+
+
+@contextlib.contextmanager
+def locked(root: Root, *, dry_run: bool = False) -> Iterator[State]:
+    """Open the state under an exclusive lock; the caller saves what it changed."""
+    directory = root.resolve(STATE_DIR).as_posix()
+    if dry_run and not os.path.isdir(directory):
+        yield State(root, empty(), dry_run=True)
+        return
+    try:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        fd = os.open(root.resolve(LOCK_FILE).as_posix(), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StateError(f"cannot open the state lock in {directory}: {exc.strerror}") from exc
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        state = State(root, {}, dry_run=dry_run)
+        state.data = _load(root.resolve(STATE_FILE).as_posix(), state, dry_run)
+        yield state
+    finally:
+        os.close(fd)
+
+
+def read(root: Root) -> dict[str, Any]:
+    """The state as it is now, without locking (for display); a corrupt file reads as empty."""
+    path = root.resolve(STATE_FILE).as_posix()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return _validated(json.load(handle))
+    except (OSError, ValueError):
+        return empty()
+
+
+def _load(path: str, state: State, dry_run: bool) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return _validated(json.load(handle))
+    except FileNotFoundError:
+        return empty()
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        aside = f"{path}.corrupt-{_utc().replace(':', '')}"
+        if not dry_run:
+            try:
+                os.replace(path, aside)
+            except OSError as move:
+                raise StateError(f"{path} is corrupt and cannot be moved aside: {move}") from exc
+        state.notes.append(f"{path} was corrupt ({exc}); kept as {aside}, starting afresh")
+        from kzguard import journal
+
+        journal.event("state-corrupt", state.notes[-1], priority=journal.WARNING)
+        return empty()
+
+
+def _validated(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError("not a kzguard state file of format 1")
+    base = empty()
+    for key, value in base.items():
+        if not isinstance(data.get(key, value), type(value)) and value is not None:
+            raise ValueError(f"{key} has the wrong type")
+    return {**base, **data}
+
+
+def _write_atomically(path: str, data: dict[str, Any]) -> None:
+    directory = os.path.dirname(path)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise StateError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _utc(now: Optional[float] = None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
