@@ -24,6 +24,7 @@ MESSAGE_IDS = {
     "state-corrupt": "9c1ec04b7d9f4b1d3f6a8c0e2a4c6e7a",
 }
 _PREFIX = "KZGUARD_"
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 
 def event(kind: str, message: str, *, priority: int = INFO, **fields: Any) -> None:
@@ -51,7 +52,7 @@ def _journal_send() -> Optional[Any]:
     """systemd.journal.send when systemd-python is installed and journald listens, else None."""
     import os
 
-    if not os.path.exists("/run/systemd/journal/socket"):
+    if not os.path.exists(JOURNAL_SOCKET):
         return None
     try:
         from systemd import journal
