@@ -121,3 +121,32 @@ def test_internal_error_is_exit_3_without_traceback(monkeypatch, capsys):
 
 def test_usage_error_from_argparse_is_exit_2():
     assert run("frobnicate").returncode == 2
+
+
+def test_allow_records_lists_and_withdraws(tmp_path):
+    root = str(tmp_path)
+    assert run("--root", root, "allow", "6.13.2-200.fc41.x86_64").returncode == 0
+    listed = run("--root", root, "allow", "--list")
+    assert listed.stdout.startswith("6.13.2-200.fc41.x86_64  (added ")
+    proc = run("--root", root, "allow", "--remove", "6.13.2-200.fc41.x86_64")
+    assert "withdrawn" in proc.stdout
+    assert run("--root", root, "allow", "--list").stdout == ""
+    assert run("--root", root, "allow", "bad release!").returncode == 2
+
+
+def test_allow_dry_run_writes_nothing(tmp_path):
+    proc = run("--root", str(tmp_path), "--dry-run", "allow", "6.13.2-amd64")
+    assert proc.returncode == 0 and "would let" in proc.stdout
+    assert not (tmp_path / "var").exists()
+
+
+def test_snapshot_command_on_a_zfs_root(tmp_path, fake_zfs):
+    (tmp_path / "proc/self").mkdir(parents=True)
+    (tmp_path / "proc/self/mounts").write_text("tank/ROOT/arch / zfs rw 0 0\n")
+    proc = run("--root", str(tmp_path), "snapshot", "--reason", "before BIOS update")
+    assert proc.returncode == 0, proc.stderr
+    (snap,) = fake_zfs.snapshots()
+    assert snap["name"].startswith("tank/ROOT/arch@kzguard-")
+    assert snap["name"].endswith("-before-bios-update")
+    assert snap["props"]["org.kzguard:manager"] == "kzguard"
+    assert run("--root", str(tmp_path / "nowhere"), "snapshot").returncode == 2
