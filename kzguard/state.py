@@ -44,6 +44,7 @@ class State:
         self.data = data
         self.dry_run = dry_run
         self.notes: list[str] = []
+        self._saved = _dump(data)
 
     def event(self, kind: str, message: str, **fields: Any) -> None:
         """Append a recent event (the newest MAX_EVENTS are kept)."""
@@ -51,9 +52,12 @@ class State:
         self.data["events"] = [*self.data.get("events", []), entry][-MAX_EVENTS:]
 
     def save(self) -> None:
-        if self.dry_run:
+        """Write the state if it changed (nothing under ``--dry-run``)."""
+        text = _dump(self.data)
+        if self.dry_run or (text == self._saved and not self.notes):
             return
-        _write_atomically(self.root.resolve(STATE_FILE).as_posix(), self.data)
+        _write_atomically(self.root.resolve(STATE_FILE).as_posix(), text)
+        self._saved = text
 
 
 @contextlib.contextmanager
@@ -74,6 +78,7 @@ def locked(root: Root, *, dry_run: bool = False) -> Iterator[State]:
         fcntl.flock(fd, fcntl.LOCK_EX)
         state = State(root, {}, dry_run=dry_run)
         state.data = _load(root.resolve(STATE_FILE).as_posix(), state, dry_run)
+        state._saved = _dump(state.data)
         yield state
     finally:
         os.close(fd)
@@ -119,13 +124,16 @@ def _validated(data: Any) -> dict[str, Any]:
     return {**base, **data}
 
 
-def _write_atomically(path: str, data: dict[str, Any]) -> None:
+def _dump(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def _write_atomically(path: str, text: str) -> None:
     directory = os.path.dirname(path)
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True)
-            handle.write("\n")
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -76,3 +76,20 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     assert [p.wait(timeout=60) for p in procs] == [0, 0, 0, 0]
     pins = state.read(Root(tmp_path))["pins"]
     assert len(pins) == 4 * 40
+
+
+def test_unchanged_state_is_not_rewritten(tmp_path):
+    root = Root(tmp_path)
+    with state.locked(root) as st:
+        st.save()
+    assert not (tmp_path / "var/lib/kzguard/state.json").exists()
+    with state.locked(root) as st:
+        st.data["pins"]["a"] = {}
+        st.save()
+    path = tmp_path / "var/lib/kzguard/state.json"
+    before = path.stat().st_mtime_ns
+    path.touch()
+    touched = path.stat().st_mtime_ns
+    with state.locked(root) as st:
+        st.save()
+    assert path.stat().st_mtime_ns == touched and touched >= before
