@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Callable, Optional, TextIO
 
 from kzguard import journal
-from kzguard.decision import BLOCK, HOLD, WARN, Decision
+from kzguard.decision import ALLOW, BLOCK, HOLD, WARN, Decision
 from kzguard.record import Record
 from kzguard.root import Root, Runner
 from kzguard.transaction import Transaction
@@ -84,7 +84,7 @@ def run_gate(
                 kernel=release,
                 manager=transaction.manager,
             )
-        if decision.action != BLOCK and config.snapshots.enabled:
+        if decision.action in (ALLOW, WARN) and config.snapshots.enabled:  # it goes ahead
             decision = _snapshot(root, runner, config, transaction, decision)
         _record(st, transaction, decision)
         st.save()
@@ -138,16 +138,25 @@ def hook_main(
     config_path: Optional[str] = None,
     dry_run: bool = False,
     on_hold: Optional[Callable[[Root, Runner, Decision, Transaction], list[str]]] = None,
+    maintain: Optional[Callable[[str, Runner, HookInput, Optional[str]], list[str]]] = None,
 ) -> int:
-    """Run the gate for one hook invocation; return the exit code the manager acts on."""
+    """Run the gate for one hook invocation; return the exit code the manager acts on.
+
+    ``maintain`` (the adapter's upkeep, e.g. lifting holds that are no longer needed) runs on
+    every invocation, before a transaction without kernels or ZFS ends the hook, so it must
+    return at once when it has nothing to do; its lines are shown to the admin.
+    """
     root_path = root_option or "/"
     try:
         hook_input = read(stdin)
+        root_path = root_option or hook_input.root or "/"
+        runner = Runner(dry_run=dry_run)
+        upkeep = maintain(root_path, runner, hook_input, config_path) if maintain else []
+        for line in upkeep:
+            print(line, file=sys.stderr)
         if not hook_input.transaction.relevant:
             return 0
-        root_path = root_option or hook_input.root or "/"
         root = Root.open(root_path)
-        runner = Runner(dry_run=dry_run)
         decision = run_gate(
             root,
             hook_input.transaction,
@@ -167,6 +176,18 @@ def hook_main(
 
 
 def _on_error(manager: str, exc: Exception, root_path: str, config_path: Optional[str]) -> int:
+    refuse, message = error_outcome(manager, exc, root_path, config_path)
+    print(f"kzguard: {message}", file=sys.stderr)
+    return EXIT_REFUSE if refuse else 0
+
+
+def error_outcome(
+    manager: str, exc: Exception, root_path: str, config_path: Optional[str]
+) -> tuple[bool, str]:
+    """Apply ``on_error`` to a failure of kzguard inside a hook: whether to refuse the
+    transaction, and the message saying so (also sent to the journal). When the configuration
+    cannot be read, ``on_error`` is its default, ``block``. For hooks that run in-process (the
+    dnf plugin) as well as for :func:`hook_main`."""
     policy, source = "block", "the default, as the configuration could not be read"
     try:
         from kzguard.config import load_config
@@ -180,6 +201,5 @@ def _on_error(manager: str, exc: Exception, root_path: str, config_path: Optiona
         f"kzguard failed inside the {manager} hook ({type(exc).__name__}: {exc}); "
         f"{outcome} ({source} = {policy})"
     )
-    print(f"kzguard: {message}", file=sys.stderr)
     journal.event("hook-error", message, priority=journal.ERROR, manager=manager)
-    return EXIT_REFUSE if policy == "block" else 0
+    return policy == "block", message

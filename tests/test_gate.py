@@ -155,3 +155,13 @@ def test_dry_run_gate_changes_nothing(fedora, fake_zfs):
     run_gate(Root(fedora), Transaction("dnf", install=(GOOD,)), env={}, runner=Runner(dry_run=True))
     assert not (fedora / "var/lib/kzguard").exists()
     assert fake_zfs.snapshots() == []
+
+
+def test_no_snapshot_when_the_kernel_is_held(fedora, fake_zfs):
+    (fedora / "proc/self").mkdir(parents=True)
+    (fedora / "proc/self/mounts").write_text("rpool/ROOT/fedora / zfs rw 0 0\n")
+    (fedora / "etc/kzguard").mkdir(parents=True)
+    (fedora / "etc/kzguard/kzguard.yaml").write_text("on_unsupported_kernel: hold\n")
+    decision = run_gate(Root(fedora), Transaction("apt", install=(NEW,)), env={})
+    assert decision.action == "hold"
+    assert fake_zfs.calls() == []
