@@ -183,6 +183,7 @@ def cmd_hook(args: argparse.Namespace) -> int:
         config_path=args.config,
         dry_run=args.dry_run,
         on_hold=getattr(adapter, "hold", None),
+        maintain=getattr(adapter, "maintain", None),
     )
 
 

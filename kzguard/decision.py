@@ -9,10 +9,13 @@ An ``unsafe`` kernel gets ``on_unsupported_kernel`` (block, hold or warn), an ``
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import TYPE_CHECKING
 
-from kzguard.policy import INSTALLED, TRANSACTION, KernelVerdict, Report
 from kzguard.reasons import SAFE, UNSAFE
 from kzguard.record import Record
+
+if TYPE_CHECKING:  # the policy (and the facts it imports) loads only when a hook judges
+    from kzguard.policy import KernelVerdict, Report
 
 ALLOW, WARN, HOLD, BLOCK = "allow", "warn", "hold", "block"
 _RANK = {ALLOW: 0, WARN: 1, HOLD: 2, BLOCK: 3}
@@ -27,6 +30,7 @@ class Decision(Record):
     warned: tuple[str, ...] = ()
     allowed: tuple[str, ...] = ()
     lines: tuple[str, ...] = ()
+    codes: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (release, reason codes) if not safe
 
     @property
     def blocks(self) -> bool:
@@ -46,6 +50,8 @@ class Decision(Record):
 def concerned(report: Report) -> list[KernelVerdict]:
     """The verdicts a transaction answers for: its kernels, and with a ZFS change every kernel
     that stays installed."""
+    from kzguard.policy import INSTALLED, TRANSACTION
+
     zfs_change = report.transaction is not None and report.transaction.zfs_version is not None
     return [
         k
@@ -65,9 +71,11 @@ def decide(
     """Turn the verdicts on a transaction's kernels into one action with explanations."""
     groups: dict[str, list[str]] = {BLOCK: [], HOLD: [], WARN: [], ALLOW: []}
     lines: list[str] = []
+    codes: list[tuple[str, tuple[str, ...]]] = []
     for kernel in concerned(report):
         if kernel.verdict == SAFE:
             continue
+        codes.append((kernel.release, tuple(r.code for r in kernel.reasons)))
         wanted = on_unsupported if kernel.verdict == UNSAFE else on_unknown
         if kernel.release in allowed:
             groups[ALLOW].append(kernel.release)
@@ -88,6 +96,7 @@ def decide(
         tuple(groups[WARN]),
         tuple(groups[ALLOW]),
         tuple(lines),
+        tuple(codes),
     )
 
 
@@ -106,10 +115,13 @@ def _explain(kernel: KernelVerdict, action: str, command: str) -> list[str]:
             f"kzguard: ZFS {rng.zfs_version} supports Linux {rng.linux_min} to "
             f"{rng.linux_max}.x ({rng.origin})"
         )
-    lines.append(
-        "kzguard: way out: upgrade ZFS to a release that supports this kernel first (or in the "
-        "same transaction), or keep the current kernel"
-    )
+    if any(r.code == "module-missing" for r in kernel.reasons):
+        way = "install it in one transaction with the package that ships its zfs module"
+    else:
+        way = (
+            "upgrade ZFS to a release that supports this kernel first (or in the same transaction)"
+        )
+    lines.append(f"kzguard: way out: {way}, or keep the current kernel")
     again = f" {command}" if command else " <the same command>"
     lines.append(
         f"kzguard: to install it anyway, once: `kzguard allow {kernel.release}` then run"

@@ -22,6 +22,8 @@ MESSAGE_IDS = {
     "hook-error": "7a3cae2f5b7d4f9b1d4e6a8c0e2a4c58",
     "allow-added": "8b2dbf3a6c8e4a0c2e5f7b9d1f3b5d69",
     "state-corrupt": "9c1ec04b7d9f4b1d3f6a8c0e2a4c6e7a",
+    "pin-added": "a1f0d15c8e0a4c2e4a7b9d1f3b5d7e8b",
+    "pin-removed": "b2e1e26d9f1b4d3f5b8c0e2a4c6e8f9c",
 }
 _PREFIX = "KZGUARD_"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"

@@ -186,6 +186,7 @@ class _Judge:
         self.ranges_origin = ranges_origin
         self.override = normalize_version(override) if override else None
         self.removed = set(transaction.remove) if transaction else set()
+        self.no_module = set(transaction.no_module) if transaction else set()
 
     def __call__(self, release: str, states: tuple[str, ...]) -> KernelVerdict:
         parsed = try_parse_release(release)
@@ -203,6 +204,9 @@ class _Judge:
             )
         elif kernel is not None:
             reasons += self._module_reasons(kernel, notes)
+        elif release in self.no_module and self.host.delivery == PREBUILT:
+            message = f"no package in the transaction ships a zfs module for {release}"
+            reasons.append(Reason("module-missing", message, "zfs"))
         else:
             notes.append("not installed yet: judged by range; modules are checked after install")
         final = tuple(reasons)

@@ -31,7 +31,9 @@ class Transaction(Record):
     ``zfs_version`` is the version of ZFS after the transaction when the transaction changes
     it, else ``None``; ``zfs_packages`` names the ZFS packages it touches (installs, upgrades or
     removes). ``packages`` maps each installed kernel release to its package names, which is
-    what a hold excludes.
+    what a hold excludes. ``no_module`` names kernel releases it installs that come with no
+    package shipping their zfs module (the apt adapter fills it in; the policy reads it only
+    where the module ships prebuilt with the kernel, as on Ubuntu and Proxmox).
     """
 
     manager: str
@@ -40,6 +42,7 @@ class Transaction(Record):
     zfs_version: Optional[str] = None
     zfs_packages: tuple[str, ...] = ()
     packages: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    no_module: tuple[str, ...] = ()
 
     @property
     def touches_kernel(self) -> bool:
@@ -65,4 +68,5 @@ class Transaction(Record):
             "zfs_version": self.zfs_version,
             "zfs_packages": list(self.zfs_packages),
             "packages": {release: list(names) for release, names in self.packages},
+            "no_module": list(self.no_module),
         }

@@ -1,0 +1,363 @@
+"""apt: the ``DPkg::Pre-Install-Pkgs`` hook (protocol version 3) and holds as APT pins.
+
+apt runs each ``DPkg::Pre-Install-Pkgs`` command through ``/bin/sh -c`` after it has resolved
+and downloaded a transaction and before dpkg unpacks anything; a non-zero exit aborts the run.
+With ``DPkg::Tools::Options::<first word of the command>::Version "3"`` it writes on stdin
+(``SendPkgsInfo`` in apt's ``apt-pkg/deb/dpkgpm.cc``)::
+
+    VERSION 3
+    Dir=/                                  <- the whole configuration, one ``key=value`` a line,
+    DPkg::Options::=--root=/srv/r          <- ``%xx``-quoted; list items end in ``::``
+    CommandLine::AsString=apt%20upgrade
+                                           <- a blank line
+    bar 1.0 amd64 none > - - none **REMOVE**
+    foo 1.0 amd64 none < 2.0 amd64 none /var/cache/apt/archives/foo_2.0_amd64.deb
+    foo 1.0 amd64 none < 2.0 amd64 none **CONFIGURE**
+
+An action line is ``name old-version old-arch old-multiarch OP new-version new-arch
+new-multiarch what``: ``-`` (and ``none``) for a missing version, OP ``<`` for an install or
+upgrade, ``>`` for a downgrade or a removal, ``=`` for a reinstall, and ``what`` the ``.deb``
+being unpacked, ``**CONFIGURE**`` or ``**REMOVE**`` (``**ERROR**`` when apt has no file).
+Version 2 is the same without the architecture and multi-arch columns.
+
+:func:`read` turns that into a :class:`~kzguard.transaction.Transaction`; it imports nothing
+heavy until a kernel image or a ZFS package shows up. The root is dpkg's ``--root`` (or
+``--instdir``) in ``DPkg::Options``, else apt's ``Dir``. On Ubuntu and Proxmox, where the zfs
+module ships prebuilt, a kernel image must come with the package that ships its module
+(``linux-modules-<release>`` on Ubuntu; Proxmox's ``proxmox-kernel-*`` carries it itself):
+kernels without one are named in ``Transaction.no_module`` and the policy finds them
+``module-missing``.
+
+Since apt has resolved the transaction before the hook runs, ``hold`` cannot drop the kernel
+from it: it refuses the run and pins the kernel's packages (:mod:`kzguard.actions.apt_hold`),
+so the next ``apt upgrade`` keeps the kernel back by itself. :func:`maintain` lifts those pins
+on a later apt run once the kernel is supported.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Optional, TextIO
+
+from kzguard.errors import KzguardError
+from kzguard.gate import HookInput
+from kzguard.record import Record
+from kzguard.transaction import ZFS_PACKAGES, Transaction
+
+if TYPE_CHECKING:
+    from kzguard.decision import Decision
+    from kzguard.root import Root, Runner
+
+MANAGER = "apt"
+DEFAULT_COMMAND = "apt upgrade"
+PINS = "/etc/apt/preferences.d/kzguard"  # apt_hold.PREFERENCES, without importing it on every run
+CONFIGURE, REMOVE, ERROR = "**CONFIGURE**", "**REMOVE**", "**ERROR**"
+UNPACK = "unpack"
+_COLUMNS = {2: 5, 3: 9}  # protocol version -> fields on an action line
+_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]*(?::[a-z0-9-]+)?\Z")
+_QUOTED = re.compile(r"(?:%[0-9a-fA-F]{2})+")
+_IMAGE_PREFIXES = ("linux-image-", "proxmox-kernel-", "pve-kernel-")
+# packages named after a kernel release, besides the image: "<prefix><release>"
+_RELEASE_PREFIXES = (
+    "linux-modules-extra-",
+    "linux-modules-",
+    "linux-headers-",
+    "proxmox-headers-",
+    "pve-headers-",
+)
+_MODULE_PACKAGE = "linux-modules-"  # Ubuntu: ships kernel/zfs/zfs.ko for its release
+_MODULE_IN_IMAGE = ("proxmox-kernel-", "pve-kernel-")  # Proxmox: zfs is in the image
+_ZFS_VERSION_FROM = ("zfs-dkms", "zfsutils-linux")
+_APT_ZFS_PACKAGES = frozenset({"zfs-initramfs", "zfs-dracut", "spl-dkms", "spl"})
+_ZFS_LIB_PREFIXES = ("libzfs", "libzpool", "libnvpair", "libuutil")
+
+
+class AptProtocolError(KzguardError):
+    """The hook's stdin is not apt's Pre-Install-Pkgs protocol version 2 or 3."""
+
+    name = "apt-protocol"
+
+
+class AptAction(Record):
+    """One action line of the stream."""
+
+    name: str
+    old_version: Optional[str]
+    op: str  # "<", ">" or "="
+    new_version: Optional[str]
+    what: str  # UNPACK, CONFIGURE, REMOVE or ERROR
+    file: Optional[str] = None  # the .deb for UNPACK
+
+
+class AptStream(Record):
+    """A parsed stream: protocol version, configuration (lower-case keys), actions."""
+
+    version: int
+    config: dict[str, tuple[str, ...]]
+    actions: tuple[AptAction, ...]
+
+    def first(self, key: str, default: str = "") -> str:
+        values = self.config.get(key.lower())
+        return values[0] if values else default
+
+
+def read(stdin: TextIO) -> HookInput:
+    """Read apt's stream from ``stdin`` into the transaction, its root and the command."""
+    stream = parse(_read_text(stdin))
+    return HookInput(transaction(stream), root_of(stream), command_of(stream))
+
+
+def _read_text(stdin: TextIO) -> str:
+    """The whole stream; file names may hold any bytes, so undecodable ones survive."""
+    try:
+        raw = getattr(stdin, "buffer", None)
+        if raw is not None:
+            return raw.read().decode("utf-8", "surrogateescape")
+        return stdin.read()
+    except (OSError, ValueError) as exc:
+        raise AptProtocolError(f"cannot read apt's stream on stdin: {exc}") from exc
+
+
+def parse(text: str) -> AptStream:
+    """Parse a whole Pre-Install-Pkgs stream; raise :class:`AptProtocolError` on anything else."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    header = lines[0].strip() if lines else ""
+    version = {"VERSION 2": 2, "VERSION 3": 3}.get(header)
+    if version is None:
+        raise AptProtocolError(
+            f"apt sent {_show(header)} instead of a `VERSION 3` header: set "
+            '`DPkg::Tools::Options::<first word of the hook command>::Version "3";`'
+        )
+    config: dict[str, list[str]] = {}
+    number = 1
+    for number, line in enumerate(lines[1:], 2):
+        if line == "":
+            break
+        key, sep, value = line.partition("=")
+        if not sep or not key:
+            raise AptProtocolError(f"line {number}: not a configuration line: {_show(line)}")
+        config.setdefault(_unquote(key).lower(), []).append(_unquote(value))
+    else:
+        raise AptProtocolError("the stream ends inside the configuration (no blank line)")
+    actions = tuple(_action(line, n, version) for n, line in enumerate(lines[number:], number + 1))
+    return AptStream(version, {k: tuple(v) for k, v in config.items()}, actions)
+
+
+def _action(line: str, number: int, version: int) -> AptAction:
+    fields = line.split(" ", _COLUMNS[version] - 1)
+    if len(fields) != _COLUMNS[version] or "" in fields:
+        raise AptProtocolError(f"line {number}: not a package action: {_show(line)}")
+    if version == 3:
+        name, old, _, _, op, new, _, _, what = fields
+    else:
+        name, old, op, new, what = fields
+    if not _NAME.match(name) or op not in ("<", ">", "="):
+        raise AptProtocolError(f"line {number}: not a package action: {_show(line)}")
+    file = None
+    if what.startswith("/"):
+        what, file = UNPACK, what
+    elif what not in (CONFIGURE, REMOVE, ERROR):
+        raise AptProtocolError(f"line {number}: unknown action {_show(what)}")
+    new_version = None if new == "-" else new
+    if new_version is None and what != REMOVE:
+        raise AptProtocolError(f"line {number}: {what} without a version: {_show(line)}")
+    return AptAction(name.split(":")[0], None if old == "-" else old, op, new_version, what, file)
+
+
+def _unquote(text: str) -> str:
+    """Undo apt's ``QuoteString`` (``%xx`` for spaces, ``=``, quotes, non-ASCII bytes)."""
+    if "%" not in text:
+        return text
+    return _QUOTED.sub(
+        lambda m: bytes.fromhex(m.group(0).replace("%", "")).decode("utf-8", "replace"), text
+    )
+
+
+def _show(text: str) -> str:
+    return repr(text[:60] + ("..." if len(text) > 60 else ""))
+
+
+def root_of(stream: AptStream) -> str:
+    """The root the transaction changes: dpkg's ``--root``/``--instdir``, else apt's ``Dir``."""
+    chroot = stream.first("DPkg::Chroot-Directory", "/")
+    if chroot.rstrip("/"):
+        return "/"  # apt runs the hook chrooted there
+    found = None
+    options = stream.config.get("dpkg::options::", ())
+    for index, option in enumerate(options):
+        for flag in ("--root", "--instdir"):
+            if option.startswith(f"{flag}="):
+                found = option[len(flag) + 1 :]
+            elif option == flag and index + 1 < len(options):
+                found = options[index + 1]
+    if found is None:
+        base = stream.first("RootDir").rstrip("/")
+        found = base + "/" + stream.first("Dir", "/").lstrip("/")
+    return found.rstrip("/") or "/"
+
+
+def command_of(stream: AptStream) -> str:
+    """The command line apt was run with (to suggest running again), else ``apt upgrade``."""
+    return stream.first("CommandLine::AsString").strip() or DEFAULT_COMMAND
+
+
+# --- the transaction -------------------------------------------------------------------------
+
+
+def is_zfs_package(name: str) -> bool:
+    return name in ZFS_PACKAGES or name in _APT_ZFS_PACKAGES or name.startswith(_ZFS_LIB_PREFIXES)
+
+
+def image_release(name: str) -> Optional[str]:
+    """The kernel release a kernel image package installs, None for anything else.
+
+    ``linux-image-<release>[-unsigned]``, Ubuntu's ``linux-image-unsigned-<release>``,
+    ``proxmox-kernel-<release>[-signed]`` and ``pve-kernel-<release>``; not meta packages
+    (``linux-image-amd64``, ``proxmox-kernel-6.8``) nor ``-dbg`` packages.
+    """
+    if not _may_be_image(name):
+        return None
+    from kzguard.facts.pending_apt import _deb_image_release
+
+    if name.startswith("linux-image-unsigned-"):
+        name = "linux-image-" + name[len("linux-image-unsigned-") :]
+    elif name.endswith("-unsigned"):
+        name = name[: -len("-unsigned")]
+    return _deb_image_release(name)
+
+
+def _may_be_image(name: str) -> bool:
+    """The cheap test before the release parser: a kernel family's prefix, then a version."""
+    for prefix in _IMAGE_PREFIXES:
+        if name.startswith(prefix):
+            rest = name[len(prefix) :]
+            return rest[:1].isdigit() or rest.startswith("unsigned-")
+    return False
+
+
+def companion_release(name: str) -> Optional[str]:
+    """The release of a package named after one (``linux-modules-<release>``, headers...)."""
+    for prefix in _RELEASE_PREFIXES:
+        if name.startswith(prefix):
+            from kzguard.facts.pending_apt import _deb_image_release
+
+            return _deb_image_release("linux-image-" + name[len(prefix) :])
+    return None
+
+
+def upstream_version(version: str) -> str:
+    """The upstream part of a Debian version: ``2.2.7-1~bpo12+1`` -> ``2.2.7``."""
+    from kzguard.facts.vercmp import split_dpkg_version
+
+    try:
+        return split_dpkg_version(version)[1]
+    except ValueError as exc:
+        raise AptProtocolError(str(exc)) from exc
+
+
+def transaction(stream: AptStream, runner: Optional[Runner] = None) -> Transaction:
+    """What the stream's actions do to kernels and ZFS (see :class:`Transaction`)."""
+    installs: dict[str, AptAction] = {}
+    removes: dict[str, AptAction] = {}
+    for action in stream.actions:
+        if action.what == REMOVE:
+            removes[action.name] = action
+        elif action.name not in installs or action.file:
+            installs[action.name] = action  # the unpack line (with its .deb) wins
+    zfs = tuple(n for n in dict.fromkeys([*installs, *removes]) if is_zfs_package(n))
+    if not zfs and not any(_may_be_image(n) for n in [*installs, *removes]):
+        return Transaction(MANAGER)  # the fast path: nothing kzguard judges
+    images = {n: r for n in installs if (r := image_release(n))}
+    removed = [r for n in removes if (r := image_release(n)) and r not in images.values()]
+    zfs_from = next((installs[n] for n in _ZFS_VERSION_FROM if n in installs), None)
+    zfs_version = upstream_version(zfs_from.new_version or "") if zfs_from else None
+    packages: dict[str, list[str]] = {}
+    for name in installs:
+        release = images.get(name) or companion_release(name)
+        if release in images.values():
+            packages.setdefault(release, []).append(name)
+    return Transaction(
+        MANAGER,
+        install=tuple(dict.fromkeys(images.values())),
+        remove=tuple(dict.fromkeys(removed)),
+        zfs_version=zfs_version,
+        zfs_packages=zfs,
+        packages=tuple((r, tuple(names)) for r, names in packages.items()),
+        no_module=_without_module(images, installs, runner),
+    )
+
+
+def _without_module(
+    images: dict[str, str], installs: dict[str, AptAction], runner: Optional[Runner]
+) -> tuple[str, ...]:
+    """Releases installed with no package that ships their zfs module.
+
+    A Proxmox image carries its module. Otherwise ``linux-modules-<release>`` must be in the
+    transaction, and when its ``.deb`` lists its files (the ``md5sums`` control member) they
+    must include ``kernel/zfs/zfs.ko*`` (mainline builds ship a modules package without zfs).
+    Whether a module already on disk belongs to the kernel is the policy's check.
+    """
+    missing = []
+    for name, release in images.items():
+        if name.startswith(_MODULE_IN_IMAGE):
+            continue
+        modules = installs.get(_MODULE_PACKAGE + release)
+        if modules is None or _deb_lacks_zfs(modules.file, release, runner):
+            missing.append(release)
+    return tuple(dict.fromkeys(missing))
+
+
+def _deb_lacks_zfs(deb: Optional[str], release: str, runner: Optional[Runner]) -> bool:
+    """True when the .deb's file list is readable and has no zfs module for ``release``."""
+    if deb is None:
+        return False
+    from kzguard.errors import CommandError
+    from kzguard.root import Runner
+
+    try:
+        listing = (runner or Runner()).run(["dpkg-deb", "--info", deb, "md5sums"]).stdout
+    except (CommandError, OSError, ValueError):
+        return False  # no md5sums member, no dpkg-deb, a NUL in the name: trust the name
+    wanted = re.compile(rf"lib/modules/{re.escape(release)}/kernel/zfs/zfs\.ko(\.\w+)?$", re.M)
+    return wanted.search(listing) is None
+
+
+# --- holds -----------------------------------------------------------------------------------
+
+
+def hold(root: Root, runner: Runner, decision: Decision, tx: Transaction) -> list[str]:
+    """Pin the held kernels (or the ZFS upgrade that breaks an installed kernel) for apt."""
+    from kzguard.actions import apt_hold
+
+    pins = apt_hold.pins_for(decision, tx)
+    apt_hold.add(root, runner, pins)
+    lines = [f"kzguard: {apt_hold.describe(pin, dry_run=runner.dry_run)}" for pin in pins]
+    lines.append(
+        "kzguard: apt had already chosen its packages when kzguard ran, so this run is refused; "
+        f"run `{DEFAULT_COMMAND}` again: apt now keeps the pinned packages back by itself and "
+        "installs the rest"
+    )
+    lines.append(
+        "kzguard: a later apt run lifts the pin once the kernel is supported; to install it "
+        f"anyway, delete its stanza from {apt_hold.PREFERENCES} first, then `kzguard allow`"
+    )
+    return lines
+
+
+def maintain(
+    root_path: str, runner: Runner, hook_input: HookInput, config_path: Optional[str]
+) -> list[str]:
+    """Lift kzguard's pins that this host no longer needs (one ``stat`` when there are none)."""
+    from kzguard.root import Root
+
+    if not Root(root_path).exists(PINS):
+        return []
+    from kzguard.actions import apt_hold
+
+    root = Root.open(root_path)
+    lifted = apt_hold.lift_unneeded(root, runner, hook_input.transaction, config_path)
+    return [
+        f"kzguard: {apt_hold.describe(pin, lifted=True, dry_run=runner.dry_run)}" for pin in lifted
+    ]

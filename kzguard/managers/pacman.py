@@ -1,0 +1,180 @@
+"""pacman: what ``hooks/pacman/05-kzguard-pre.hook`` passes, turned into a Transaction.
+
+pacman runs the PreTransaction hook after downloading and before unpacking anything, chrooted
+into its RootDir: inside the hook ``/`` is the root being changed. With ``AbortOnFail`` a
+non-zero exit refuses the whole transaction (``failed to commit transaction (failed to run
+transaction hooks)``). With ``NeedsTargets`` pacman writes the matches of every trigger on
+stdin, one a line, sorted and without duplicates, without saying which trigger or operation
+matched them:
+
+- ``usr/lib/modules/<release>/vmlinuz`` (Path trigger, Install and Upgrade): a kernel release
+  the transaction writes. This is the release as the package's files have it, whatever the
+  package is called and however it was installed (``-S``, ``-U``, a custom kernel).
+- ``usr/src/zfs-<version>/META`` (Path trigger, Install and Upgrade): the ZFS source DKMS will
+  build after the transaction, ``-U`` of an AUR build included.
+- a package name (Package trigger, Install, Upgrade and Remove): a kernel package
+  (:data:`KERNEL_PACKAGES`) or a ZFS package (``zfs-linux*``, ``zfs-dkms``, ``zfs-utils``).
+
+Removals need no second hook: a kernel package among the targets whose installed release (from
+its files in the local database) the transaction does not write again is going away, either
+removed or upgraded to another release; a reinstall writes its release again. A kernel package
+that is not installed and brings no ``vmlinuz`` path (``NoExtract``) gets the release of its
+sync-database version (:func:`~kzguard.facts.pending_pacman.pacman_kernel_release`).
+
+ZFS after the transaction: the version of a ``META`` path; else the sync-database version of a
+module package (``zfs-linux*``, ``zfs-dkms*``: archzfs' ``2.3.1_6.13.1.arch1.1-1`` is ZFS
+2.3.1); else that of ``zfs-utils``; else unknown (a ``-U`` of a file the sync databases do not
+have). A removed ZFS package reads as its sync version, which is the installed one unless an
+update is pending.
+
+Hold: pacman cannot drop one target from inside a hook, so on Arch ``hold`` refuses the whole
+transaction like ``block``; :func:`hold` tells the admin to leave the kernel out with
+``--ignore <pkg>`` or ``IgnorePkg``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Optional, TextIO
+
+from kzguard.gate import HookInput
+from kzguard.root import Root
+from kzguard.transaction import ZFS_PACKAGES, Transaction
+
+if TYPE_CHECKING:
+    from kzguard.decision import Decision
+    from kzguard.root import Runner
+
+MANAGER = "pacman"
+# the Package trigger's kernel targets (hooks/pacman/05-kzguard-pre.hook)
+KERNEL_PACKAGES = ("linux", "linux-lts", "linux-zen", "linux-hardened")
+_ZFS_MODULE_PREFIXES = ("zfs-linux", "zfs-dkms")
+_VMLINUZ = re.compile(r"usr/lib/modules/([^/\s]+)/vmlinuz\Z")
+_META = re.compile(r"usr/src/zfs-([^/\s]+)/META\Z")
+
+
+def read(stdin: TextIO, *, root: str = "/") -> HookInput:
+    """The hook's targets on stdin -> the transaction; ``root`` is ``/`` inside pacman's chroot."""
+    return HookInput(transaction(Root(root), stdin))
+
+
+def is_zfs_package(name: str) -> bool:
+    return name in ZFS_PACKAGES or name.startswith((*_ZFS_MODULE_PREFIXES, "zfs-utils"))
+
+
+def transaction(root: Root, targets: Iterable[str]) -> Transaction:
+    """The Transaction the hook's target lines describe, read against ``root``'s pacman dbs."""
+    written: list[str] = []  # kernel releases whose vmlinuz the transaction writes
+    sources: list[str] = []  # ZFS versions whose META the transaction writes
+    names: list[str] = []
+    for line in targets:
+        target = line.strip()
+        kernel, meta = _VMLINUZ.match(target), _META.match(target)
+        if kernel:
+            written.append(kernel.group(1))
+        elif meta:
+            sources.append(meta.group(1))
+        elif target and "/" not in target:
+            names.append(target)
+    zfs = sorted({n for n in names if is_zfs_package(n)})
+    others = [n for n in names if not is_zfs_package(n)]
+    if not (written or sources or names):
+        return Transaction(MANAGER)
+    install, remove, packages = _kernels(root, written, others)
+    return Transaction(
+        MANAGER,
+        install=install,
+        remove=remove,
+        zfs_version=_zfs_version(root, sources, zfs),
+        zfs_packages=tuple(zfs),
+        packages=packages,
+    )
+
+
+def _kernels(
+    root: Root, written: Sequence[str], names: Sequence[str]
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]:
+    """Releases installed and removed, and the package of each installed release."""
+    from kzguard.facts import pending_pacman
+
+    problems: list[str] = []
+    local = pending_pacman._pacman_local_kernels(root, problems) if names else {}
+    kernels = [n for n in names if n in local or n in KERNEL_PACKAGES]
+    install = list(dict.fromkeys(written))
+    owners = {release: _owner(release, kernels) for release in install}
+    # a kernel package not installed yet that brings no vmlinuz path: its vmlinuz is NoExtract
+    fresh = [n for n in kernels if n not in local and n not in owners.values()]
+    for name, version in (_sync_versions(root, fresh) if fresh else {}).items():
+        release = pending_pacman.pacman_kernel_release(name, version)
+        if release and release not in owners:
+            install.append(release)
+            owners[release] = name
+    remove = []
+    for name in kernels:
+        version, files_release = local.get(name, ("", None))
+        old = files_release or pending_pacman.pacman_kernel_release(name, version)
+        if old and old not in owners and old not in remove:
+            remove.append(old)
+    packages = tuple((r, (owner,)) for r, owner in owners.items() if owner)
+    return tuple(install), tuple(remove), packages
+
+
+def _owner(release: str, names: Sequence[str]) -> Optional[str]:
+    """The kernel package among ``names`` that installs ``release``, by Arch's naming rule:
+    the release ends with the package name after ``linux`` (``6.6.63-1-lts``: ``linux-lts``);
+    the longest such ending wins."""
+    matching = [n for n in names if n.startswith("linux") and release.endswith(n[len("linux") :])]
+    return max(matching, key=len, default=None)
+
+
+def _zfs_version(root: Root, sources: Sequence[str], names: Sequence[str]) -> Optional[str]:
+    """The ZFS version after the transaction, when the transaction changes ZFS."""
+    from kzguard.facts.zfs import newest_first, normalize_version
+
+    if sources:
+        return newest_first(normalize_version(v) for v in sources)[0]
+    modules = [n for n in names if n.startswith(_ZFS_MODULE_PREFIXES)]
+    for group in (modules, [n for n in names if n not in modules]):
+        versions = _sync_versions(root, group).values() if group else ()
+        found = newest_first(normalize_version(v.rpartition(":")[2]) for v in versions)
+        if found:
+            return found[0]
+    return None
+
+
+def _sync_versions(root: Root, names: Sequence[str]) -> dict[str, str]:
+    """name -> version in the first sync database (pacman.conf order) that has it."""
+    from kzguard.facts import pending_pacman as pp
+
+    problems: list[str] = []
+    repos, _ = pp._pacman_conf(root)
+    found = pp._sync_versions(root, pp._sync_dbs(root, repos), set(names), problems)
+    return {name: version for name, (version, _db) in found.items()}
+
+
+def hold(root: Root, runner: Runner, decision: Decision, transaction: Transaction) -> list[str]:
+    """pacman cannot leave one package out of a running transaction: say how to do it by hand.
+
+    The hook still exits non-zero (``hold`` refuses the transaction like ``block`` on Arch).
+    """
+    kernels = [n for r in decision.held for n in transaction.packages_of(r)]
+    companions = [f"zfs-{n}" for n in kernels if f"zfs-{n}" in transaction.zfs_packages]
+    ignore = list(dict.fromkeys([*kernels, *companions]))
+    lines = [
+        "kzguard: pacman cannot leave one package out of a running transaction, so on Arch "
+        "`hold` refuses the whole transaction like `block`"
+    ]
+    if ignore:
+        lines.append(
+            f"kzguard: to upgrade everything else: pacman -Syu --ignore {','.join(ignore)} "
+            f"(or add `IgnorePkg = {' '.join(ignore)}` to /etc/pacman.conf until ZFS supports "
+            "the kernel)"
+        )
+    else:
+        held = ", ".join(decision.held)
+        lines.append(
+            f"kzguard: to upgrade everything else: pacman -Syu --ignore <the package of {held}> "
+            "(or add it to IgnorePkg in /etc/pacman.conf until ZFS supports the kernel)"
+        )
+    return lines
