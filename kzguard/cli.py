@@ -11,10 +11,13 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from typing import Optional
 
 from kzguard import __version__
 from kzguard.errors import EXIT_INTERNAL, EXIT_SAFE, KzguardError, UsageError
+
+TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
+if TYPE_CHECKING:
+    from typing import Optional
 
 _ZFS_VERSION = re.compile(r"(zfs-)?\d+\.\d+(\.\d+)?(-rc\d+)?(-\d+)?\Z")
 

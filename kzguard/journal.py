@@ -7,7 +7,10 @@ the first event is sent; without it (or without journald) events go to stderr as
 from __future__ import annotations
 
 import sys
-from typing import Any, Optional
+
+TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
+if TYPE_CHECKING:
+    from typing import Any, Optional
 
 ERROR, WARNING, NOTICE, INFO = 3, 4, 5, 6
 
@@ -29,8 +32,11 @@ _PREFIX = "KZGUARD_"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 
-def event(kind: str, message: str, *, priority: int = INFO, **fields: Any) -> None:
-    """Send one event to the journal, or to stderr when there is no journal."""
+def event(
+    kind: str, message: str, *, priority: int = INFO, shown: bool = False, **fields: Any
+) -> None:
+    """Send one event to the journal; without a journal, warnings and errors go to stderr
+    unless the caller has ``shown`` the admin the same message already."""
     message_id = MESSAGE_IDS[kind]
     extra = {_PREFIX + k.upper(): _text(v) for k, v in fields.items() if v is not None}
     sender = _journal_send()
@@ -40,7 +46,7 @@ def event(kind: str, message: str, *, priority: int = INFO, **fields: Any) -> No
             return
         except OSError:
             pass
-    if priority <= WARNING:
+    if priority <= WARNING and not shown:
         sys.stderr.write(f"kzguard: {message}\n")
 
 

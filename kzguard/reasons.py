@@ -7,9 +7,11 @@ if any reason is unknown, else ``safe``.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from kzguard.record import Factory, Record
+
+TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
+if TYPE_CHECKING:
+    from typing import Optional
 
 SAFE = "safe"
 UNSAFE = "unsafe"

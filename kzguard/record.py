@@ -19,7 +19,9 @@ are immutable, compare and hash by type and compared fields, and have ``_replace
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar
+TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
+if TYPE_CHECKING:
+    from typing import Any, Callable, ClassVar
 
 
 class Factory:

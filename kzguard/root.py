@@ -12,16 +12,18 @@ import os
 import posixpath
 import stat
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Optional, Union
 
 from kzguard.errors import CommandError, FactError, UsageError
 
+TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:
     import logging
     import subprocess
     from pathlib import Path
+    from typing import Any, Optional, Union
 
-PathLike = Union[str, "os.PathLike[str]"]
+    PathLike = Union[str, os.PathLike[str]]
+
 _MAX_LINKS = 40
 
 

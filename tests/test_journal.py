@@ -45,3 +45,9 @@ def test_without_journald_warnings_go_to_stderr(monkeypatch, tmp_path, capsys):
     journal.event("snapshot-failed", "pool full", priority=journal.ERROR)
     journal.event("snapshot-taken", "took one")  # info: not shown on a terminal
     assert capsys.readouterr().err == "kzguard: pool full\n"
+
+
+def test_messages_the_admin_already_saw_are_not_repeated(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(journal, "JOURNAL_SOCKET", str(tmp_path / "absent"))
+    journal.event("transaction-blocked", "dnf: block 6.13", priority=journal.ERROR, shown=True)
+    assert capsys.readouterr().err == ""

@@ -86,7 +86,7 @@ def take(
         runner.run([*argv, name], changes=True)
     except CommandError as exc:
         message = f"snapshot {name} failed: {exc}"
-        journal.event("snapshot-failed", message, priority=journal.ERROR, snapshot=name)
+        journal.event("snapshot-failed", message, priority=journal.ERROR, shown=True, snapshot=name)
         return SnapshotResult(FAILED, message, name)
     verb = "would take" if runner.dry_run else "took"
     journal.event(

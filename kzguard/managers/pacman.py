@@ -36,13 +36,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Optional, TextIO
 
 from kzguard.gate import HookInput
 from kzguard.root import Root
 from kzguard.transaction import ZFS_PACKAGES, Transaction
 
+TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:
+    from typing import Optional, TextIO
+
     from kzguard.decision import Decision
     from kzguard.root import Runner
 

@@ -1,0 +1,322 @@
+"""dnf (4): the plugin's library half (``hooks/dnf/kzguard.py`` is the thin half dnf loads).
+
+dnf calls the plugin's ``sack()`` once the repositories are loaded and ``resolved()`` once the
+goal is resolved, before anything is downloaded. :func:`resolved` turns ``base.transaction``
+into a :class:`~kzguard.transaction.Transaction` and runs the gate on dnf's ``installroot``;
+the plugin raises ``dnf.exceptions.Error`` (the only exception dnf lets abort a run) when the
+answer is to refuse. :func:`sack_excludes` is hold mode: with ``on_unsupported_kernel: hold``
+it judges the kernels the repositories offer and returns the query of their packages to
+exclude, so ``dnf upgrade`` goes on with everything else; kernels pinned in the state file
+(``pins``) are excluded in every mode.
+
+Package names: a kernel is ``kernel``, ``kernel-core``, ``kernel-modules*`` or
+``kernel-devel*`` (and the same for the ``debug``, ``rt``, ``64k`` and ``16k`` flavours); its
+release is ``<version>-<release>.<arch>`` as ``uname -r`` prints it (``+<flavour>`` for a
+flavour), e.g. ``6.13.2-200.fc41.x86_64``. The ZFS version after the transaction is the
+version of the incoming ``zfs-dkms``, ``kmod-zfs``, ``zfs-kmod`` or ``zfs`` package.
+
+Everything here runs inside dnf's Python (3.9 on EL9): the path of a transaction without a
+kernel or ZFS package imports nothing beyond :mod:`kzguard.transaction`, and ``sack()``
+outside hold mode reads the configuration file (for the word ``hold``) and the state file
+(for pins) without loading YAML. In hold mode it judges the offered kernels on every dnf
+command that loads the repositories, which costs what ``kzguard check`` costs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Optional
+
+from kzguard.record import Record
+from kzguard.transaction import ZFS_PACKAGES, Transaction
+
+if TYPE_CHECKING:
+    from kzguard.config import Config
+    from kzguard.facts.host import Host
+    from kzguard.root import Root
+
+MANAGER = "dnf"
+FLAVOURS = ("debug", "rt", "rt-debug", "64k", "64k-debug", "16k", "16k-debug")
+_KERNEL_NAME = re.compile(
+    r"kernel(?:-(?P<flavour>"
+    + "|".join(re.escape(f) for f in sorted(FLAVOURS, key=len)[::-1])
+    + r"))?(?:-(?P<part>core|modules(?:-[a-z0-9-]+)?|devel(?:-matched)?))?\Z"
+)
+# the packages a held kernel release is kept out by (per flavour prefix)
+_HOLD_PARTS = ("", "-core", "-modules*", "-devel*")
+# which incoming package tells the ZFS version after the transaction, most telling first
+_ZFS_VERSION_FROM = ("zfs-dkms", "kmod-zfs", "zfs-kmod", "zfs")
+_RELEASE = re.compile(
+    r"(?P<version>[^-]+)-(?P<release>.+)\.(?P<arch>[^.+]+)(?:\+(?P<flavour>.+))?\Z"
+)
+# kzguard.config.load.DEFAULT_PATH, not imported here: sack() runs on every dnf command
+CONFIG_FILE = "/etc/kzguard/kzguard.yaml"
+# "hold" as a word in a configuration file: the cheap test before loading YAML on every dnf run
+_HOLD_WORD = re.compile(rb"\bhold\b")
+
+
+class Package(Record):
+    """The four fields of a package kzguard uses (dnf's and dnf5's alike)."""
+
+    name: str
+    version: str
+    release: str
+    arch: str
+
+
+class Outcome(Record):
+    """What the plugin does after ``resolved``: refuse (raise) or go on, and what to say."""
+
+    refuse: bool
+    lines: tuple[str, ...] = ()
+    warn: bool = False  # say the lines as warnings (else as information)
+
+
+class Held(Record):
+    """A kernel release to keep out of the transaction, and why."""
+
+    release: str
+    why: str
+
+
+def kernel_release(name: str, version: str, release: str, arch: str) -> Optional[str]:
+    """The ``uname -r`` of the kernel a package belongs to, or ``None`` if it is no kernel."""
+    match = _KERNEL_NAME.match(name)
+    if match is None:
+        return None
+    flavour = match.group("flavour")
+    return f"{version}-{release}.{arch}" + (f"+{flavour}" if flavour else "")
+
+
+def split_release(release: str) -> Optional[tuple[str, str, str, str]]:
+    """``(version, release, arch, flavour)`` of a kernel release made by :func:`kernel_release`."""
+    match = _RELEASE.match(release)
+    if match is None:
+        return None
+    return (match["version"], match["release"], match["arch"], match["flavour"] or "")
+
+
+def hold_names(flavour: str = "") -> tuple[str, ...]:
+    """Name globs of a kernel's packages: ``kernel``, ``kernel-core``, ``kernel-modules*``..."""
+    base = f"kernel-{flavour}" if flavour else "kernel"
+    return tuple(base + part for part in _HOLD_PARTS)
+
+
+def build_transaction(
+    incoming: Iterable[Package], outgoing: Iterable[Package], manager: str = MANAGER
+) -> Transaction:
+    """The Transaction of packages coming in (install, upgrade, downgrade, reinstall) and going
+    out (erased, upgraded, obsoleted). A kernel release is removed only when it goes out and
+    does not come back in the same transaction (a reinstall)."""
+    packages: dict[str, list[str]] = {}
+    removed: dict[str, None] = {}
+    zfs_in: dict[str, str] = {}
+    zfs_touched: dict[str, None] = {}
+    for pkg in incoming:
+        release = kernel_release(pkg.name, pkg.version, pkg.release, pkg.arch)
+        if release is not None:
+            names = packages.setdefault(release, [])
+            if pkg.name not in names:
+                names.append(pkg.name)
+        elif pkg.name in ZFS_PACKAGES:
+            zfs_touched[pkg.name] = None
+            zfs_in[pkg.name] = pkg.version
+    for pkg in outgoing:
+        release = kernel_release(pkg.name, pkg.version, pkg.release, pkg.arch)
+        if release is not None and release not in packages:
+            removed[release] = None
+        elif release is None and pkg.name in ZFS_PACKAGES:
+            zfs_touched[pkg.name] = None
+    version = next((zfs_in[n] for n in _ZFS_VERSION_FROM if n in zfs_in), None)
+    if version is None and zfs_in:
+        version = next(iter(zfs_in.values()))
+    return Transaction(
+        manager,
+        install=tuple(packages),
+        remove=tuple(removed),
+        zfs_version=version,
+        zfs_packages=tuple(zfs_touched),
+        packages=tuple((release, tuple(names)) for release, names in packages.items()),
+    )
+
+
+def from_dnf(transaction: Any, manager: str = MANAGER) -> Transaction:
+    """The Transaction of dnf's resolved ``base.transaction`` (its ``install_set`` and
+    ``remove_set``, the API dnf-plugins-core uses)."""
+    if transaction is None:
+        return Transaction(manager)
+    return build_transaction(
+        (_package(p) for p in transaction.install_set),
+        (_package(p) for p in transaction.remove_set),
+        manager,
+    )
+
+
+def _package(pkg: Any) -> Package:
+    return Package(pkg.name, pkg.version, pkg.release, pkg.arch)
+
+
+def command_line(argv: Sequence[str]) -> str:
+    """The command to suggest running again: ``dnf`` and the arguments it was given."""
+    import shlex
+
+    return " ".join(["dnf", *(shlex.quote(a) for a in argv[1:])]) if argv else ""
+
+
+def resolved(
+    transaction: Any,
+    installroot: str,
+    *,
+    config_path: Optional[str] = None,
+    argv: Sequence[str] = (),
+    env: Optional[Mapping[str, str]] = None,
+) -> Outcome:
+    """Judge dnf's resolved transaction on ``installroot``; any failure meets ``on_error``."""
+    root_path = installroot or "/"
+    try:
+        tx = from_dnf(transaction)
+        if not tx.relevant:
+            return Outcome(False)
+        from kzguard.decision import BLOCK, HOLD, WARN
+        from kzguard.gate import run_gate
+        from kzguard.root import Root
+
+        decision = run_gate(
+            Root.open(root_path), tx, config_path=config_path, env=env, command=command_line(argv)
+        )
+    except Exception as exc:  # noqa: BLE001 - any failure of kzguard itself meets on_error
+        from kzguard.gate import error_outcome
+
+        refuse, message = error_outcome(MANAGER, exc, root_path, config_path)
+        return Outcome(refuse, (f"kzguard: {message}",), warn=True)
+    refuse = decision.action in (BLOCK, HOLD)
+    return Outcome(refuse, decision.lines, warn=decision.action == WARN)
+
+
+# ---- hold mode: the sack ----------------------------------------------------------------
+
+
+def hold_configured(root: Root, config_path: Optional[str] = None) -> Optional[Config]:
+    """The configuration when it says ``on_unsupported_kernel: hold``, else ``None``.
+
+    The file is searched for the word ``hold`` before YAML is loaded, so the usual dnf run
+    (block mode, or no configuration) costs one read.
+    """
+    try:
+        if config_path is not None:
+            with open(config_path, "rb") as handle:
+                data = handle.read()
+        else:
+            data = root.read_bytes(CONFIG_FILE)
+    except Exception:  # noqa: BLE001 - no file (or an unreadable one): not hold mode here
+        return None
+    if not _HOLD_WORD.search(data):
+        return None
+    from kzguard.config import load_config
+
+    config = load_config(root, config_path)
+    return config if config.on_unsupported_kernel == "hold" else None
+
+
+def pinned(root: Root) -> list[Held]:
+    """Kernels pinned back in the state file (the keys of its ``pins``)."""
+    from kzguard import state
+
+    if not root.exists(state.STATE_FILE):
+        return []
+    pins = state.read(root).get("pins") or {}
+    return [Held(release, "pinned by kzguard") for release in sorted(pins)]
+
+
+def unsupported(
+    root: Root,
+    releases: Iterable[str],
+    config: Config,
+    *,
+    env: Optional[Mapping[str, str]] = None,
+    host: Optional[Host] = None,
+) -> list[Held]:
+    """The kernel ``releases`` (not installed yet) that the ZFS on ``root`` does not support,
+    less those an admin let through (``KZGUARD_ALLOW``, ``kzguard allow``)."""
+    import os
+
+    from kzguard import state
+    from kzguard.facts.host import gather
+    from kzguard.gate import allowed_from_env
+    from kzguard.policy import judge
+    from kzguard.reasons import UNSAFE
+
+    host = host or gather(root, config.modules)
+    installed = {k.release for k in host.installed}
+    candidates = sorted({r for r in releases if r not in installed})
+    if not candidates:
+        return []
+    report = judge(host, config.zfs_ranges, kernels=candidates, ranges_origin=config.source)
+    allowed = allowed_from_env(os.environ if env is None else env) | set(state.read(root)["allow"])
+    return [
+        Held(k.release, "; ".join(r.message for r in k.reasons) or k.verdict)
+        for k in report.kernels
+        if k.verdict == UNSAFE and k.release not in allowed
+    ]
+
+
+def sack_excludes(
+    sack: Any,
+    installroot: str,
+    *,
+    config_path: Optional[str] = None,
+    env: Optional[Mapping[str, str]] = None,
+) -> tuple[Any, list[str]]:
+    """The query of packages dnf must not see (held and pinned kernels), or ``None``, and the
+    lines to tell the admin."""
+    from kzguard.root import Root
+
+    root = Root(installroot or "/")
+    held = pinned(root)
+    config = hold_configured(root, config_path)
+    if config is not None:
+        kernels = sack.query().available().filter(name__glob=["kernel*"])
+        releases = {kernel_release(p.name, p.version, p.release, p.arch) for p in kernels}
+        pins = {h.release for h in held}
+        found = unsupported(root, (r for r in releases if r), config, env=env)
+        held += [h for h in found if h.release not in pins]
+    if not held:
+        return None, []
+    query = hold_query(sack, [h.release for h in held])
+    lines = [f"kzguard: holding back kernel {h.release}: {h.why}" for h in held]
+    if config is not None and any(h.why != "pinned by kzguard" for h in held):
+        lines.append("kzguard: the rest of the transaction goes on (on_unsupported_kernel: hold)")
+    _journal_held(held)
+    return query, lines
+
+
+def hold_query(sack: Any, releases: Iterable[str]) -> Any:
+    """The available packages of the kernel ``releases`` (``kernel``, ``kernel-core``,
+    ``kernel-modules*``, ``kernel-devel*`` of that version, release and arch)."""
+    query = None
+    for release in releases:
+        parts = split_release(release)
+        if parts is None:
+            continue
+        version, rel, arch, flavour = parts
+        found = (
+            sack.query()
+            .available()
+            .filter(name__glob=list(hold_names(flavour)), version=version, release=rel, arch=arch)
+        )
+        query = found if query is None else query.union(found)
+    return query
+
+
+def _journal_held(held: Sequence[Held]) -> None:
+    from kzguard import journal
+
+    releases = [h.release for h in held]
+    journal.event(
+        "transaction-held",
+        f"{MANAGER}: hold {', '.join(releases)}",
+        priority=journal.NOTICE,
+        manager=MANAGER,
+        kernel=releases,
+    )
