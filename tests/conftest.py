@@ -1,4 +1,9 @@
-"""Shared fixtures: the fake ``zfs`` at the command boundary."""
+"""Shared fixtures (the fake ``zfs`` at the command boundary) and the real-tools guard.
+
+Tests marked ``real`` drive real tools (gcc, dkms, dnf, apt-get, pacman...) and skip where a
+tool is missing. With ``KZGUARD_REQUIRE_REAL=1`` (CI sets it) such a skip is a failure, so a
+machine that lacks a tool cannot pass by testing less.
+"""
 
 from __future__ import annotations
 
@@ -43,3 +48,18 @@ def fake_zfs(tmp_path, monkeypatch) -> FakeZfs:
     for key, value in fake.env().items():
         monkeypatch.setenv(key, value)
     return fake
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if (
+        report.skipped
+        and os.environ.get("KZGUARD_REQUIRE_REAL") == "1"
+        and item.get_closest_marker("real") is not None
+    ):
+        report.outcome = "failed"
+        report.longrepr = (
+            f"a real-tool test was skipped but KZGUARD_REQUIRE_REAL=1: {report.longrepr}"
+        )
