@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any, Optional
 
 from kzguard.errors import KzguardError
+from kzguard.fileio import replace_file
 from kzguard.root import Root
 
 STATE_DIR = "/var/lib/kzguard"
@@ -129,22 +130,9 @@ def _dump(data: dict[str, Any]) -> str:
 
 
 def _write_atomically(path: str, text: str) -> None:
-    directory = os.path.dirname(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_file(path, text)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise StateError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 

@@ -18,8 +18,6 @@ the file is removed when its last stanza goes. Stanzas kzguard did not write are
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -27,6 +25,7 @@ from typing import TYPE_CHECKING, Optional
 
 from kzguard import journal
 from kzguard.errors import KzguardError
+from kzguard.fileio import remove_file, replace_file
 from kzguard.kernelrelease import try_parse_release
 from kzguard.record import Record
 
@@ -270,29 +269,12 @@ def _write(root: Root, runner: Runner, text: str) -> None:
     if runner.dry_run:
         return
     path = root.resolve(PREFERENCES).as_posix()
-    directory = os.path.dirname(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        if not text:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+        if text:
+            replace_file(path, text)
         else:
-            os.makedirs(directory, mode=0o755, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            remove_file(path)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise HoldError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
