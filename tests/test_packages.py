@@ -10,7 +10,6 @@ feeds garbage to every reader.
 from __future__ import annotations
 
 import gzip
-import os
 import re
 import shutil
 import subprocess
@@ -27,19 +26,13 @@ from devtools.pkgmeta import rpm_repo
 from kzguard.facts import packages, pending_apt
 from kzguard.facts.packages import PendingKernel, pacman_kernel_release, pending_kernels
 from kzguard.root import Root
+from tests.tools import run as _run
 
 
 def _need(*tools: str) -> None:
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
         pytest.skip(f"not installed: {' '.join(missing)}")
-
-
-def _run(*argv: object, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LC_ALL": "C", **kwargs.pop("env", {})}
-    return subprocess.run(
-        [str(a) for a in argv], check=True, capture_output=True, text=True, env=env, **kwargs
-    )
 
 
 def _write(path: Path, text: str) -> Path:

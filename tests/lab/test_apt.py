@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import pytest
 
 from devtools.hostbuilder import HostTree
 from tests.scenarios import debian_dkms, ubuntu_prebuilt
+from tests.tools import run as _run
 
 pytestmark = pytest.mark.real
 
@@ -89,14 +89,6 @@ DEBIAN_STATUS = [
     ("foo", "1.0", ""),
 ]
 UBUNTU_STATUS = [("dpkg", "1.23.3ubuntu0.1", ""), ("foo", "1.0", "")]
-
-
-def _run(*argv: object, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LC_ALL": "C", **kwargs.pop("env", {})}
-    proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, env=env, **kwargs)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{argv} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
-    return proc
 
 
 def _build(deb: Deb, out: Path) -> None:

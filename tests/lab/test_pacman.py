@@ -30,6 +30,7 @@ from typing import Callable, Optional
 import pytest
 
 from devtools.hostbuilder import HostTree
+from tests.tools import run as _run
 
 pytestmark = pytest.mark.real
 
@@ -49,14 +50,6 @@ ENV = {
     "KZGUARD_FAKE_ZFS_LOG": ZFS_LOG,
     "KZGUARD_FAKE_ZFS_STATE": "/tmp/zfs-state.json",
 }
-
-
-def _run(*argv: object, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LC_ALL": "C", **kwargs.pop("env", {})}
-    proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, env=env, **kwargs)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{argv} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
-    return proc
 
 
 def _need_tools() -> None:
