@@ -1,4 +1,4 @@
-"""dnf5: what ``hooks/dnf5/*.actions`` feed ``kzguard hook dnf5``, and holds in versionlock.toml.
+"""dnf5: what ``hooks/dnf5/*.actions`` feed ``kzguard hook dnf5``, and when to hold in versionlock.
 
 dnf5 has no Python plugins; its actions plugin (``libdnf5-plugin-actions``) runs commands at
 libdnf5 hooks, once per matching package, with ``${pkg.*}`` and ``${conf.*}`` substituted
@@ -28,15 +28,14 @@ Holds: a plain action cannot drop a package from a resolved goal, so ``on_unsupp
 hold`` refuses the run and :func:`hold` writes exclude conditions (``evr != <version>-<release>``
 on ``kernel``, ``kernel-core``, ``kernel-modules*``, ``kernel-devel*``) into the root's
 ``/etc/dnf/versionlock.toml``; the same command run again goes on without the kernel.
-kzguard's entries carry a ``comment`` starting ``kzguard:`` (``dnf5 versionlock`` keeps it
-when it rewrites the file) and are the only ones kzguard ever changes; :func:`maintain` lifts
-them once they are no longer needed.
+:func:`maintain` lifts them once they are no longer needed. The file itself is read and
+changed only by :mod:`kzguard.actions.dnf5_hold` (imported when a hold is made or checked);
+``Versionlock``, ``VERSIONLOCK`` and ``MARK`` are still reachable here through it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Optional, TextIO
 
 from kzguard.errors import KzguardError
@@ -52,13 +51,11 @@ if TYPE_CHECKING:
 MANAGER = "dnf5"
 PROTOCOL = "kzguard-dnf5 1"
 RAISE_ERROR_SINCE = (1, 4, 0)  # actions plugin version with raise_error=1 (dnf5 5.2.11)
-VERSIONLOCK = "/etc/dnf/versionlock.toml"
-MARK = "kzguard:"
 INCOMING, OUTGOING, UNCHANGED = "IUDR", "EO", "?"
 GATE_HOOKS = ("goal_resolved", "pre_transaction")
 UPKEEP_HOOKS = ("repos_configured", "post_transaction")
-_HOLDS = re.compile(r"kzguard: holds (?P<releases>[^()]*?)(?: \(|\Z)")
-_TABLE = re.compile(r"\s*\[\[\s*packages\s*\]\]\s*(?:#.*)?\Z")
+# names kept here for callers, served by kzguard.actions.dnf5_hold (see __getattr__)
+_FROM_ACTION = ("Versionlock", "VERSIONLOCK", "MARK")
 
 
 class Dnf5Error(KzguardError):
@@ -126,9 +123,9 @@ def read(stdin: TextIO) -> Dnf5Input:
 
 def hold(root: Root, runner: Runner, decision: Decision, transaction: Transaction) -> list[str]:
     """Write versionlock conditions keeping ``decision.held`` out of the next runs."""
-    lock = Versionlock.load(root)
-    lines = lock.write(root, runner, sorted({*lock.held(), *decision.held}))
-    missing = [r for r in decision.held if r not in lock.holding]
+    from kzguard.actions.dnf5_hold import MARK, VERSIONLOCK, add
+
+    lines, missing = add(root, runner, decision.held)
     if missing:
         lines.append(
             f"kzguard: {', '.join(missing)} could not be held back in {VERSIONLOCK}; keep the "
@@ -161,6 +158,7 @@ def maintain(
     """
     if not isinstance(hook_input, Dnf5Input) or hook_input.hook not in UPKEEP_HOOKS:
         return []
+    from kzguard.actions.dnf5_hold import Versionlock
     from kzguard.root import Root
 
     root = Root.open(root_path)
@@ -192,183 +190,10 @@ def _holds_wanted(config: Config, *, can_refuse: bool) -> bool:
     return policy == "hold" or (policy == "block" and not can_refuse)
 
 
-# ---- /etc/dnf/versionlock.toml ----------------------------------------------------------
+def __getattr__(name: str) -> Any:
+    """``Versionlock``, ``VERSIONLOCK`` and ``MARK`` from the action, imported on first use."""
+    if name in _FROM_ACTION:
+        from kzguard.actions import dnf5_hold
 
-
-class Versionlock:
-    """The root's versionlock file: its text, its parsed entries, kzguard's among them.
-
-    Only kzguard's own entries are ever removed or added; the rest of the text is kept as it
-    is (comments included). An entry is kzguard's when its ``comment`` starts with ``kzguard:``.
-    """
-
-    def __init__(self, text: str, packages: Sequence[dict[str, Any]]):
-        self.text = text
-        self.packages = list(packages)
-        self.holding: set[str] = set()  # what kzguard holds after write()
-
-    @classmethod
-    def load(cls, root: Root) -> Versionlock:
-        text = root.read_text_or(VERSIONLOCK)
-        if text is None or not text.strip():
-            return cls("", [])
-        if MARK not in text and "[[" not in text:
-            return cls(text, [])
-        try:
-            data = _toml_loads(text)
-        except ValueError as exc:
-            raise Dnf5Error(f"{VERSIONLOCK} does not parse: {exc}") from exc
-        packages = data.get("packages", [])
-        if not isinstance(packages, list):
-            raise Dnf5Error(f"{VERSIONLOCK}: 'packages' is not a list of tables")
-        return cls(text, packages)
-
-    def held(self) -> list[str]:
-        """Kernel releases kzguard holds here."""
-        found: dict[str, None] = {}
-        for entry in self.packages:
-            if _ours(entry):
-                match = _HOLDS.match(str(entry.get("comment", "")))
-                for release in match["releases"].split(", ") if match else ():
-                    if release:
-                        found[release] = None
-        return list(found)
-
-    def write(self, root: Root, runner: Runner, releases: Sequence[str]) -> list[str]:
-        """Replace kzguard's entries with holds on ``releases``; the lines say what changed."""
-        from kzguard.managers.dnf import hold_names, split_release
-
-        before = set(self.held())
-        text = self._without_ours()
-        lines: list[str] = []
-        by_flavour: dict[str, list[tuple[str, str]]] = {}
-        for release in releases:
-            parts = split_release(release)
-            if parts is None:
-                lines.append(f"kzguard: cannot hold {release}: not an rpm kernel release")
-                continue
-            version, rel, _arch, flavour = parts
-            by_flavour.setdefault(flavour, []).append((release, f"{version}-{rel}"))
-        blocks: list[str] = []
-        after: set[str] = set()
-        for flavour, held in by_flavour.items():
-            for name in hold_names(flavour):
-                other = self._foreign_overlap(name)
-                if other:
-                    lines.append(
-                        f"kzguard: {VERSIONLOCK} already locks {other!r}: kzguard adds no hold "
-                        f"for {name!r} (two entries for one name would undo each other)"
-                    )
-                    continue
-                blocks.append(_entry(name, held))
-                after.update(release for release, _evr in held)
-        if blocks:
-            if not text.strip():
-                text = 'version = "1.0"\n'
-            text = text if text.endswith("\n") else text + "\n"
-            text += "".join(blocks)
-        elif text.strip() == 'version = "1.0"':
-            text = ""
-        self.holding = after
-        dry = runner.dry_run
-        for release in sorted(after - before):
-            verb = "would hold" if dry else "holding"
-            lines.append(f"kzguard: {verb} {release} back in {VERSIONLOCK}")
-        for release in sorted(before - after):
-            verb = "would lift" if dry else "lifted"
-            lines.append(f"kzguard: {verb} the hold on {release} in {VERSIONLOCK}")
-        if text != self.text and not dry:
-            _write(root, text)
-        self.text = text
-        return lines
-
-    def _without_ours(self) -> str:
-        if not any(_ours(p) for p in self.packages):
-            return self.text
-        lines = self.text.splitlines(keepends=True)
-        starts = [i for i, line in enumerate(lines) if _TABLE.match(line)]
-        if len(starts) != len(self.packages):
-            raise Dnf5Error(
-                f"{VERSIONLOCK}: cannot tell its [[packages]] tables apart; left unchanged"
-            )
-        drop: set[int] = set()
-        for index, start in enumerate(starts):
-            if _ours(self.packages[index]):
-                end = starts[index + 1] if index + 1 < len(starts) else len(lines)
-                drop.update(range(start, end))
-        return "".join(line for i, line in enumerate(lines) if i not in drop)
-
-    def _foreign_overlap(self, name: str) -> Optional[str]:
-        import fnmatch
-
-        for entry in self.packages:
-            other = str(entry.get("name", ""))
-            if (
-                other
-                and not _ours(entry)
-                and (fnmatch.fnmatchcase(name, other) or fnmatch.fnmatchcase(other, name))
-            ):
-                return other
-        return None
-
-
-def _ours(entry: Any) -> bool:
-    return isinstance(entry, dict) and str(entry.get("comment", "")).startswith(MARK)
-
-
-def _entry(name: str, held: Iterable[tuple[str, str]]) -> str:
-    import json
-
-    held = list(held)
-    releases = ", ".join(release for release, _evr in held)
-    text = [
-        "[[packages]]\n",
-        "# kzguard: a kernel the installed ZFS cannot load; kzguard lifts this when not needed\n",
-        f"name = {json.dumps(name)}\n",
-        f"comment = {json.dumps(f'{MARK} holds {releases} (the installed ZFS cannot load it)')}\n",
-    ]
-    for _release, evr in held:
-        text += [
-            "[[packages.conditions]]\n",
-            'key = "evr"\n',
-            'comparator = "!="\n',
-            f"value = {json.dumps(evr)}\n",
-        ]
-    return "".join(text) + "\n"
-
-
-def _toml_loads(text: str) -> dict[str, Any]:
-    try:
-        import tomllib  # novermin - Python >= 3.11, what every dnf5 distribution ships
-    except ImportError:
-        try:
-            import tomli as tomllib  # type: ignore[no-redef]
-        except ImportError as exc:
-            raise Dnf5Error(f"reading {VERSIONLOCK} needs Python 3.11 or tomli") from exc
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(str(exc)) from exc
-
-
-def _write(root: Root, text: str) -> None:
-    import contextlib
-    import os
-
-    path = root.resolve(VERSIONLOCK).as_posix()
-    if not text:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.kzguard-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise Dnf5Error(f"cannot write {path}: {exc.strerror or exc}") from exc
+        return getattr(dnf5_hold, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
