@@ -28,6 +28,14 @@ def replace_file(path: str, text: str, *, mode: int = 0o644) -> None:
     sync_directory(directory)
 
 
+def replace_or_remove(path: str, text: str) -> None:
+    """:func:`replace_file`, or :func:`remove_file` when nothing is left to write."""
+    if text:
+        replace_file(path, text)
+    else:
+        remove_file(path)
+
+
 def remove_file(path: str) -> None:
     """Remove ``path`` if it exists, durably."""
     with contextlib.suppress(FileNotFoundError):

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Optional
 
 from kzguard import journal
 from kzguard.errors import KzguardError
-from kzguard.fileio import remove_file, replace_file
+from kzguard.fileio import replace_or_remove
 from kzguard.kernelrelease import try_parse_release
 from kzguard.record import Record
 
@@ -270,10 +270,7 @@ def _write(root: Root, runner: Runner, text: str) -> None:
         return
     path = root.resolve(PREFERENCES).as_posix()
     try:
-        if text:
-            replace_file(path, text)
-        else:
-            remove_file(path)
+        replace_or_remove(path, text)
     except OSError as exc:
         raise HoldError(f"cannot write {path}: {exc.strerror or exc}") from exc
 

@@ -208,14 +208,11 @@ def _toml_loads(text: str) -> dict[str, Any]:
 
 def _write(root: Root, text: str) -> None:
     """Replace versionlock.toml atomically, or remove it when nothing is left in it."""
-    from kzguard.fileio import remove_file, replace_file
+    from kzguard.fileio import replace_or_remove
 
     path = root.resolve(VERSIONLOCK).as_posix()
     try:
-        if text:
-            replace_file(path, text)
-        else:
-            remove_file(path)
+        replace_or_remove(path, text)
     except OSError as exc:
         raise Dnf5Error(f"cannot write {path}: {exc.strerror or exc}") from exc
 
