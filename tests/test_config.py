@@ -465,3 +465,30 @@ def test_loads_returns_a_config_or_raises_config_error(data):
         assert str(exc)
     else:
         assert isinstance(result, Config)
+
+
+def test_signature_keys(tmp_path):
+    config = load(
+        tmp_path,
+        "require_signature: always\n"
+        "trusted_certificates:\n  - /etc/pki/a.pem\n  - /etc/pki/a.pem\n",
+    )
+    assert config.require_signature == "always"
+    assert config.trusted_certificates == ("/etc/pki/a.pem",)
+    assert Config.defaults().require_signature == "auto"
+    assert Config.defaults().trusted_certificates == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "needle"),
+    [
+        ("require_signature: sometimes\n", 1, "require_signature: 'sometimes' is not one of"),
+        ("trusted_certificates: /etc/a.pem\n", 1, "trusted_certificates"),
+        ("trusted_certificates:\n  - a.pem\n", 2, "'a.pem' is not an absolute path"),
+    ],
+)
+def test_signature_key_errors(tmp_path, text, line, needle):
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text)
+    assert info.value.line == line
+    assert needle in str(info.value)

@@ -45,6 +45,8 @@ class Config(Record):
     metrics: MetricsConfig
     modules: tuple[str, ...]
     zfs_ranges: dict[str, tuple[str, str]]
+    require_signature: str
+    trusted_certificates: tuple[str, ...]
     source: str = DEFAULTS_SOURCE
     _uncompared = frozenset({"source"})
 

@@ -128,6 +128,24 @@ SCHEMA: tuple[Setting, ...] = (
         "built-in table.",
         example={"2.4.5": {"linux_min": "4.18", "linux_max": "6.18"}},
     ),
+    Setting(
+        "require_signature",
+        "string",
+        "auto",
+        ("auto", "always", "never"),
+        "Whether a module must carry a valid signature by an enrolled key: `auto` when Secure "
+        "Boot enforces module signatures (EFI Secure Boot on, shim validation on), `always`, "
+        "or `never` (signatures are still reported).",
+    ),
+    Setting(
+        "trusted_certificates",
+        "list of absolute paths",
+        (),
+        validators.absolute_paths,
+        "Extra X.509 certificates (PEM or DER) to trust besides the MOK list, for keys the "
+        "kernel carries built in (a distro's or your own kernel's signing key).",
+        example=["/etc/pki/kzguard/distro-kernel-signing.pem"],
+    ),
 )
 
 BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SCHEMA}

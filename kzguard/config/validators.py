@@ -123,6 +123,20 @@ def textfile(node: Node) -> Optional[str]:
     return path
 
 
+def _absolute_path(node: Node) -> str:
+    path = _string(node, "an absolute path")
+    if not path.startswith("/"):
+        raise Invalid(f"{short(path)!r} is not an absolute path", node)
+    return path
+
+
+def absolute_paths(node: Node) -> tuple[str, ...]:
+    if node.id != "sequence":
+        raise expected("a list of absolute paths", node)
+    paths = [under(index, _absolute_path, item) for index, item in enumerate(node.value)]
+    return tuple(dict.fromkeys(paths))
+
+
 def _module_name(node: Node) -> str:
     name = _string(node, "a module name")
     if not re.fullmatch(_MODULE, name):
