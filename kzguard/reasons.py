@@ -30,7 +30,34 @@ CODES: tuple[ReasonCode, ...] = (
     ReasonCode("module-missing", UNSAFE, "no module file for this kernel"),
     ReasonCode("vermagic-mismatch", UNSAFE, "the module was built for another kernel"),
     ReasonCode("dkms-not-installed", UNSAFE, "DKMS has not built and installed the module"),
+    ReasonCode(
+        "signature-missing", UNSAFE, "Secure Boot requires a signed module and this one is not"
+    ),
+    ReasonCode(
+        "signer-not-enrolled",
+        UNSAFE,
+        "the module is signed by a key that is not enrolled (MOK list, trusted certificates)",
+    ),
+    ReasonCode(
+        "signature-invalid",
+        UNSAFE,
+        "the signature does not verify: changed after signing, or a malformed signature",
+    ),
+    ReasonCode(
+        "kabi-incompatible",
+        UNSAFE,
+        "a kABI-tracked module needs symbols the kernel no longer exports with the same CRC",
+    ),
+    ReasonCode(
+        "initramfs-missing-module",
+        UNSAFE,
+        "the root is on ZFS and the kernel's initramfs is missing or holds no zfs module",
+    ),
     ReasonCode("module-unreadable", UNKNOWN, "the module file exists but cannot be read"),
+    ReasonCode(
+        "kabi-unknown", UNKNOWN, "the kernel's symbol versions (symvers) are not on the host"
+    ),
+    ReasonCode("initramfs-unreadable", UNKNOWN, "the kernel's initramfs cannot be read"),
     ReasonCode("zfs-version-unknown", UNKNOWN, "no range source knows this ZFS version"),
     ReasonCode("zfs-not-found", UNKNOWN, "no ZFS source, package or module on the host"),
     ReasonCode("release-unparsable", UNKNOWN, "the kernel release cannot be parsed"),
