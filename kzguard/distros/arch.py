@@ -18,5 +18,8 @@ class Arch(Distro):
     def rebuild_command(self, release: str) -> str:
         return f"dkms autoinstall -k {release}  (zfs-dkms) or pacman -S zfs-linux (archzfs)"
 
+    def initramfs_command(self, release: str) -> str:
+        return "mkinitcpio -P"
+
     def upgrade_zfs_command(self) -> str:
         return "pacman -Syu zfs-utils zfs-linux (or zfs-dkms)"

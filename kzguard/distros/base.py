@@ -33,5 +33,12 @@ class Distro:
         """How an admin upgrades ZFS to a release that supports newer kernels."""
         return "upgrade the zfs packages"
 
+    def initramfs_command(self, release: str) -> str:
+        """How an admin rebuilds this kernel's initramfs."""
+        return f"dracut --force --kver {release}"
+
+    # Where DKMS (or the distro's module signing) keeps the certificate it signs with.
+    signing_certificates: tuple[str, ...] = ("/var/lib/dkms/mok.pub",)
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} family={self.family}>"

@@ -16,3 +16,6 @@ class Debian(Distro):
 
     def upgrade_zfs_command(self) -> str:
         return "apt install -t stable-backports zfs-dkms zfsutils-linux"
+
+    def initramfs_command(self, release: str) -> str:
+        return f"update-initramfs -u -k {release}"

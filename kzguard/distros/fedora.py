@@ -10,6 +10,7 @@ class Fedora(Distro):
     zfs_delivery = DKMS
     managers = ("dnf", "dnf5")
     bootloaders = ("grub-bls", "systemd-boot")
+    signing_certificates = ("/var/lib/dkms/mok.pub", "/etc/pki/akmods/certs/public_key.der")
 
     def hold_command(self, release: str) -> str:
         version = release.rsplit(".", 1)[0]

@@ -9,6 +9,7 @@ from kzguard.distros.debian import Debian
 class Ubuntu(Debian):
     family = "ubuntu"
     zfs_delivery = PREBUILT
+    signing_certificates = ("/var/lib/shim-signed/mok/MOK.der", "/var/lib/dkms/mok.pub")
 
     def rebuild_command(self, release: str) -> str:
         return f"apt install --reinstall linux-modules-{release}"
