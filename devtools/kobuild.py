@@ -2,8 +2,11 @@
 
 Each ``.modinfo`` field is a ``static const char`` array in section ``.modinfo``, the shape
 the kernel's ``MODULE_INFO()`` gives it, and ``.gnu.linkonce.this_module`` holds the module
-name where ``struct module`` keeps it. One ``gcc -c`` per distinct module; objects are cached
-by the hash of their C source in a private directory under the system temp dir.
+name where ``struct module`` keeps it. Symbol versions (``versions``) go in ``__versions`` as
+the ``struct modversion_info`` array modpost writes into ``<module>.mod.c``, and with
+``extended_versions`` also in ``__version_ext_crcs``/``__version_ext_names`` (Linux 6.14+).
+One ``gcc -c`` per distinct module; objects are cached by the hash of their C source in a
+private directory under the system temp dir.
 """
 
 from __future__ import annotations
@@ -93,8 +96,72 @@ def c_string(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def module_source(name: str, fields: Sequence[tuple[str, str]]) -> str:
-    """The C source of a module object carrying ``fields`` in ``.modinfo``."""
+def versions_source(
+    versions: Sequence[tuple[str, int]], *, extended: bool = False, swap_crcs: bool = False
+) -> list[str]:
+    """C lines for the symbol version tables modpost writes (empty when ``versions`` is).
+
+    ``__versions`` holds ``struct modversion_info {unsigned long crc; char name[64 -
+    sizeof(unsigned long)];}`` entries; with ``extended`` the ``u32`` CRCs and the concatenated
+    NUL-terminated names follow in ``__version_ext_crcs`` and ``__version_ext_names``, and a
+    name too long for ``__versions`` is left out of it, as modpost does. ``swap_crcs`` stores
+    each CRC byte-swapped, for an object :func:`convert_object` turns into the other byte
+    order (objcopy rewrites the ELF headers, not the data).
+    """
+    if not versions:
+        return []
+    for symbol, crc in versions:
+        if not symbol or "\0" in symbol or not 0 <= crc < 1 << 32:
+            raise ValueError(f"bad symbol version {symbol!r}={crc!r}")
+    lines = [
+        "struct modversion_info { unsigned long crc; char name[64 - sizeof(unsigned long)]; };",
+        "static const struct modversion_info ____versions[]",
+        '    __attribute__((used, section("__versions"))) = {',
+    ]
+    for symbol, crc in versions:
+        if len(symbol.encode()) >= MODULE_NAME_LEN:
+            if extended:
+                continue
+            raise ValueError(f"symbol name too long for __versions: {symbol!r}")
+        value = f"{crc:#010x}ul"
+        if swap_crcs:
+            value = (
+                f"(sizeof(unsigned long) == 8 ? __builtin_bswap64({value})"
+                f" : __builtin_bswap32({value}))"
+            )
+        lines.append(f"    {{ {value}, {c_string(symbol)} }},")
+    lines.append("};")
+    if extended:
+        lines += [
+            "static const unsigned int ____version_ext_crcs[]",
+            '    __attribute__((used, section("__version_ext_crcs"))) = {',
+            *(f"    {_u32(crc, swap_crcs)}," for _, crc in versions),
+            "};",
+            "static const char ____version_ext_names[]",
+            '    __attribute__((used, section("__version_ext_names"))) =',
+            *(f"    {c_string(symbol + chr(0))}" for symbol, _ in versions),
+            "    ;",
+        ]
+    return lines
+
+
+def _u32(crc: int, swap: bool) -> str:
+    return f"__builtin_bswap32({crc:#010x}u)" if swap else f"{crc:#010x}u"
+
+
+def module_source(
+    name: str,
+    fields: Sequence[tuple[str, str]],
+    versions: Sequence[tuple[str, int]] = (),
+    *,
+    extended_versions: bool = False,
+    swap_crcs: bool = False,
+) -> str:
+    """The C source of a module object carrying ``fields`` in ``.modinfo``.
+
+    ``versions`` (symbol, CRC) pairs become the symbol version tables; see
+    :func:`versions_source`.
+    """
     if len(name.encode()) >= MODULE_NAME_LEN or "\0" in name:
         raise ValueError(f"bad module name {name!r}")
     lines = []
@@ -112,6 +179,7 @@ def module_source(name: str, fields: Sequence[tuple[str, str]]) -> str:
         "struct module __this_module",
         '    __attribute__((used, section(".gnu.linkonce.this_module")))',
         f"    = {{ .name = {c_string(name)} }};",
+        *versions_source(versions, extended=extended_versions, swap_crcs=swap_crcs),
         "",
     ]
     return "\n".join(lines)
@@ -127,14 +195,19 @@ def build_module(
     extra: Sequence[tuple[str, str]] = (),
     compression: Optional[str] = None,
     cc: str = "gcc",
+    versions: Sequence[tuple[str, int]] = (),
+    extended_versions: bool = False,
 ) -> Path:
-    """Compile a module object into ``dest_dir/<name>.ko[.xz|.zst|.gz]`` and return its path."""
+    """Compile a module object into ``dest_dir/<name>.ko[.xz|.zst|.gz]`` and return its path.
+
+    ``versions``: the (symbol, CRC) pairs modpost would record for the symbols it imports.
+    """
     if compression is not None and compression not in COMPRESSORS:
         raise ValueError(f"unknown compression {compression!r}")
     fields = modinfo_fields(
         name=name, version=version, vermagic=vermagic, srcversion=srcversion, extra=extra
     )
-    source = module_source(name, fields)
+    source = module_source(name, fields, versions, extended_versions=extended_versions)
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kobuild-") as tmp:

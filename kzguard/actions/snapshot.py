@@ -17,10 +17,10 @@ from typing import Optional
 
 from kzguard import journal
 from kzguard.errors import CommandError
+from kzguard.facts.mounts import root_dataset
 from kzguard.record import Record
 from kzguard.root import Root, Runner
 
-MOUNTS = ("/proc/self/mounts", "/proc/mounts")
 PREFIX = "kzguard-"
 PROP_MANAGER = "org.kzguard:manager"
 PROP_KERNELS = "org.kzguard:kernels"
@@ -37,21 +37,6 @@ class SnapshotResult(Record):
     @property
     def failed(self) -> bool:
         return self.status == FAILED
-
-
-def root_dataset(root: Root) -> Optional[str]:
-    """The ZFS dataset mounted at ``/`` according to the root's mount table, or ``None``."""
-    for path in MOUNTS:
-        text = root.read_text_or(path)
-        if text is None:
-            continue
-        found = None
-        for line in text.splitlines():
-            fields = line.split()
-            if len(fields) >= 3 and fields[1] == "/":
-                found = fields[0].replace("\\040", " ") if fields[2] == "zfs" else None
-        return found  # the last mount on / is the one in effect
-    return None
 
 
 def snapshot_name(dataset: str, reason: str, now: Optional[float] = None) -> str:
