@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Optional, Union
 
@@ -113,8 +114,10 @@ class HostTree:
         compression: Optional[str] = None,
         built_for: Optional[str] = None,
         modules_root: str = "/lib/modules",
+        versions: Sequence[tuple[str, int]] = (),
     ) -> Path:
-        """A real .ko (ELF with .modinfo) for ``release``, built for ``built_for`` (vermagic)."""
+        """A real .ko (ELF with .modinfo) for ``release``, built for ``built_for`` (vermagic);
+        ``versions`` are the (symbol, CRC) pairs modpost records in ``__versions``."""
         dest = self.host(f"{modules_root}/{release}/{location}")
         dest.mkdir(parents=True, exist_ok=True)
         return kobuild.build_module(
@@ -123,6 +126,7 @@ class HostTree:
             version=version,
             vermagic=kobuild.vermagic_for(built_for or release),
             compression=compression,
+            versions=versions,
         )
 
     def weak_link(
@@ -138,6 +142,15 @@ class HostTree:
         """An EL weak-updates link: ``release`` uses the module installed for ``built_release``."""
         target = f"{modules_root}/{built_release}/{location}/{name}{suffix}"
         return self.symlink(f"{modules_root}/{release}/weak-updates/zfs/{name}{suffix}", target)
+
+    def symvers(self, release: str, crcs: Mapping[str, int]) -> Path:
+        """``/boot/symvers-<release>.gz`` as EL kernels ship it (Module.symvers, gzipped)."""
+        import gzip
+
+        lines = "".join(
+            f"0x{crc:08x}\t{name}\tvmlinux\tEXPORT_SYMBOL\t\n" for name, crc in crcs.items()
+        )
+        return self.write(f"/boot/symvers-{release}.gz", gzip.compress(lines.encode(), mtime=0))
 
     def zfs_source(
         self, version: str, linux_min: str, linux_max: str, *, release: str = "1"

@@ -17,6 +17,7 @@ from devtools.hostbuilder import HostTree
 from devtools.pkgmeta import dnf_cache
 
 HOSTS = Path(__file__).resolve().parent / "hosts"
+EL_KABI = {"module_layout": 0x6E55BD45, "_printk": 0x92997ED8, "kfree": 0x037A0CBA}
 
 
 def fedora_dkms_pending(tree: HostTree) -> None:
@@ -47,13 +48,15 @@ def debian_dkms_failed(tree: HostTree) -> None:
 
 
 def el9_kmod(tree: HostTree) -> None:
-    """Rocky 9.5, kABI-tracked kmod-zfs 2.2.7 built for 503.11.1, linked into 503.14.1."""
+    """Rocky 9.5, kABI-tracked kmod-zfs 2.2.7 built for 503.11.1, linked into 503.14.1; both
+    kernels export the symbols it imports with the same CRCs (/boot/symvers-*.gz)."""
     built, newer = "5.14.0-503.11.1.el9_5.x86_64", "5.14.0-503.14.1.el9_5.x86_64"
     tree.os_release("rocky9").running(newer)
     for release in (built, newer):
         tree.kernel(release)
+        tree.symvers(release, EL_KABI)
     for name in ("zfs", "spl"):
-        tree.module(built, name, "2.2.7-1", location="extra/zfs")
+        tree.module(built, name, "2.2.7-1", location="extra/zfs", versions=tuple(EL_KABI.items()))
         tree.weak_link(newer, name, built)
 
 

@@ -125,13 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _report(args: argparse.Namespace, kernels: Sequence[str] = (), zfs_version=None):
     from kzguard.config import load_config
-    from kzguard.facts.host import gather
+    from kzguard.facts.host import gather_for
     from kzguard.policy import judge
     from kzguard.root import Root
 
     root = Root.open(args.root or "/")
     config = load_config(root, args.config)
-    host = gather(root, config.modules)
+    host = gather_for(root, config)
     return judge(
         host,
         config.zfs_ranges,

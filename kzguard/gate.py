@@ -57,13 +57,13 @@ def run_gate(
     from kzguard import state
     from kzguard.config import load_config
     from kzguard.decision import decide
-    from kzguard.facts.host import gather
+    from kzguard.facts.host import gather_for
     from kzguard.policy import judge
 
     runner = runner or Runner()
     env = os.environ if env is None else env
     config = load_config(root, config_path)
-    host = gather(root, config.modules)
+    host = gather_for(root, config)
     report = judge(host, config.zfs_ranges, transaction=transaction, ranges_origin=config.source)
     from_env = allowed_from_env(env)
     with state.locked(root, dry_run=runner.dry_run) as st:

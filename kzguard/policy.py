@@ -283,6 +283,8 @@ class _Judge:
                 continue
             module = kernel.module(name)
             reasons += _file_reasons(kernel, name, module, notes)
+            if module is not None and not module.error:
+                reasons += _trust_reasons(self.host, name, module)
             package = _dkms_package(self.host, name)
             if package and package not in dkms_checked:
                 dkms_checked.add(package)
@@ -297,6 +299,8 @@ class _Judge:
                             {"dkms_state": state},
                         )
                     )
+        if self.host.root_dataset is not None and kernel.initramfs is not None:
+            reasons += _initramfs_reasons(self.host.root_dataset, kernel)
         return reasons
 
 
@@ -328,6 +332,49 @@ def _file_reasons(
             {"vermagic_release": built_for},
         )
     ]
+
+
+_SIGNATURE_CODES = {
+    "missing": "signature-missing",
+    "not-enrolled": "signer-not-enrolled",
+    "invalid": "signature-invalid",
+    "malformed": "signature-invalid",
+}
+
+
+def _trust_reasons(host: Host, name: str, module: ModuleFile) -> list[Reason]:
+    """Will the kernel accept this module: its signature under Secure Boot, its kABI."""
+    reasons = []
+    check = module.signature
+    if host.signatures_required and check is not None and check.status in _SIGNATURE_CODES:
+        details = {"signature": check.status, "signer": check.signer}
+        reasons.append(Reason(_SIGNATURE_CODES[check.status], check.message, name, details))
+    kabi = module.kabi
+    if module.kabi_tracked and kabi is not None and kabi.status != "compatible":
+        if kabi.status == "incompatible":
+            details = {k: v for k, v in kabi.to_dict().items() if k in _KABI_DETAILS}
+            reasons.append(Reason("kabi-incompatible", kabi.message, name, details))
+        else:
+            reasons.append(Reason("kabi-unknown", kabi.message, name, {"source": kabi.source}))
+    return reasons
+
+
+_KABI_DETAILS = ("missing", "changed", "gpl_only", "source")
+
+
+def _initramfs_reasons(dataset: str, kernel: InstalledKernel) -> list[Reason]:
+    """The root is on ZFS: the kernel's initramfs must be able to load zfs to mount it."""
+    image = kernel.initramfs
+    assert image is not None
+    why = f"the root file system is on ZFS ({dataset})"
+    if image.path is None:
+        return [Reason("initramfs-missing-module", f"{why} and {kernel.release} has no initramfs")]
+    if image.error:
+        return [Reason("initramfs-unreadable", f"{image.path}: {image.error}")]
+    if not image.has_zfs:
+        message = f"{why} and {image.path} holds no zfs module"
+        return [Reason("initramfs-missing-module", message, "zfs", {"image": image.path})]
+    return []
 
 
 def _dkms_package(host: Host, name: str) -> Optional[str]:

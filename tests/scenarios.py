@@ -40,13 +40,26 @@ def debian_dkms(path: Path) -> HostTree:
     return tree
 
 
+# Kernel symbols a kmod imports, with the CRCs EL's kABI keeps stable across a minor release.
+EL_KABI = {"module_layout": 0x6E55BD45, "_printk": 0x92997ED8, "kfree": 0x037A0CBA}
+
+
 def el9_kmod(path: Path) -> HostTree:
-    """Rocky 9.5 with kABI-tracked kmod-zfs 2.2.7 built for one kernel, linked into a newer one."""
+    """Rocky 9.5 with kABI-tracked kmod-zfs 2.2.7 built for one kernel, linked into a newer one;
+    both kernels ship /boot/symvers-<release>.gz with the same CRCs."""
     tree = HostTree(path).os_release("rocky9").running(EL_NEWER)
     for release in (EL_BUILT, EL_NEWER):
         tree.kernel(release)
+        tree.symvers(release, EL_KABI)
     for name in ("zfs", "spl"):
-        tree.module(EL_BUILT, name, "2.2.7-1", location="extra/zfs", built_for=EL_BUILT)
+        tree.module(
+            EL_BUILT,
+            name,
+            "2.2.7-1",
+            location="extra/zfs",
+            built_for=EL_BUILT,
+            versions=tuple(EL_KABI.items()),
+        )
         tree.weak_link(EL_NEWER, name, EL_BUILT)
     return tree
 

@@ -290,9 +290,9 @@ def lift_unneeded(
         return []
     config = load_config(root, config_path)
     if config.on_unsupported_kernel == "hold":
-        from kzguard.facts.host import gather
+        from kzguard.facts.host import gather_for
 
-        host = gather(root, config.modules)
+        host = gather_for(root, config)
         pins = [p for p in pins if not needed(host, config, p, tx)]
     return remove(root, runner, [p.key for p in pins])
 

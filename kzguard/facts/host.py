@@ -8,12 +8,23 @@ from typing import Optional
 from kzguard import distros
 from kzguard.distros.base import DKMS, KMOD, NONE, PACKAGE, PREBUILT, Distro
 from kzguard.facts import dkms as dkms_facts
-from kzguard.facts.kernels import InstalledKernel, read_installed
+from kzguard.facts.kernels import InstalledKernel, Probe, read_installed
+from kzguard.facts.mounts import root_dataset
 from kzguard.facts.osrelease import OsRelease, read_os_release, read_running_release
 from kzguard.facts.packages import PendingKernel, pending_kernels
+from kzguard.facts.secureboot import (
+    Certificate,
+    SecureBootState,
+    enrolled_certificates,
+    secure_boot_state,
+)
 from kzguard.facts.zfs import ZfsSource, newest_first, read_sources
 from kzguard.record import Record
 from kzguard.root import Root
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from kzguard.config import Config
 
 ZFS_MODULES = ("zfs", "spl")
 PROXMOX_MARKERS = ("/etc/pve", "/usr/share/doc/pve-manager", "/usr/share/doc/proxmox-ve")
@@ -34,6 +45,10 @@ class Host(Record):
     delivery: str
     guarded: tuple[str, ...]
     problems: tuple[str, ...] = ()
+    secure_boot: SecureBootState = SecureBootState(efi=False)
+    signatures_required: bool = False
+    certificates: Optional[tuple[Certificate, ...]] = None  # None: signatures not verified
+    root_dataset: Optional[str] = None  # the ZFS dataset mounted at /, if any
 
     def installed_kernel(self, release: str) -> Optional[InstalledKernel]:
         for kernel in self.installed:
@@ -70,6 +85,15 @@ class Host(Record):
             },
             "dkms": [e.to_dict() for e in self.dkms],
             "guarded_modules": list(self.guarded),
+            "secure_boot": {
+                **self.secure_boot.to_dict(),
+                "enforcing": self.secure_boot.enforcing,
+                "signatures_required": self.signatures_required,
+            },
+            "enrolled_certificates": (
+                [c.to_dict() for c in self.certificates] if self.certificates is not None else None
+            ),
+            "root_dataset": self.root_dataset,
             "problems": list(self.problems),
         }
 
@@ -103,16 +127,39 @@ def detect_delivery(
     return PACKAGE
 
 
-def gather(root: Root, modules: Sequence[str] = ZFS_MODULES) -> Host:
-    """Read every fact kzguard judges by from ``root``; never changes anything."""
+def gather(
+    root: Root,
+    modules: Sequence[str] = ZFS_MODULES,
+    *,
+    require_signature: str = "auto",
+    trusted_certificates: Sequence[str] = (),
+    verify_signatures: bool = False,
+) -> Host:
+    """Read every fact kzguard judges by from ``root``; never changes anything.
+
+    Module signatures are verified (cryptographically, against the MOK list and
+    ``trusted_certificates``) when they are required (``require_signature`` ``always``, or
+    ``auto`` under an enforcing Secure Boot) or asked for; otherwise only their presence is
+    noted. Initramfs images are opened only where the root file system is on ZFS.
+    """
     os_release = read_os_release(root)
     guarded = tuple(dict.fromkeys(modules))
     base_distro = distros.distro_for(distros.family_for(os_release.id, os_release.id_like))
-    installed = read_installed(root, base_distro.module_roots, guarded)
+    problems: list[str] = []
+    boot = secure_boot_state(root)
+    problems += list(boot.problems)
+    required = require_signature == "always" or (require_signature == "auto" and boot.enforcing)
+    certificates: Optional[tuple[Certificate, ...]] = None
+    if required or verify_signatures:
+        found, cert_problems = enrolled_certificates(root, trusted_certificates)
+        certificates = tuple(found)
+        problems += cert_problems
+    dataset = root_dataset(root)
+    probe = Probe(certificates=certificates, initramfs=dataset is not None)
+    installed = read_installed(root, base_distro.module_roots, guarded, probe)
     releases = [k.release for k in installed]
     family = detect_family(root, os_release, releases)
     distro = distros.distro_for(family)
-    problems: list[str] = []
     sources = read_sources(root)
     problems += [f"{s.path}: {s.error}" for s in sources if s.error]
     dkms = dkms_facts.read_tree(root)
@@ -131,4 +178,19 @@ def gather(root: Root, modules: Sequence[str] = ZFS_MODULES) -> Host:
         delivery=detect_delivery(distro, sources, dkms, installed),
         guarded=guarded,
         problems=tuple(problems),
+        secure_boot=boot,
+        signatures_required=required,
+        certificates=certificates,
+        root_dataset=dataset,
+    )
+
+
+def gather_for(root: Root, config: Config, *, verify_signatures: bool = False) -> Host:
+    """:func:`gather` with what the configuration says about modules and signatures."""
+    return gather(
+        root,
+        config.modules,
+        require_signature=config.require_signature,
+        trusted_certificates=config.trusted_certificates,
+        verify_signatures=verify_signatures,
     )

@@ -242,12 +242,12 @@ def unsupported(
     import os
 
     from kzguard import state
-    from kzguard.facts.host import gather
+    from kzguard.facts.host import gather_for
     from kzguard.gate import allowed_from_env
     from kzguard.policy import judge
     from kzguard.reasons import UNSAFE
 
-    host = host or gather(root, config.modules)
+    host = host or gather_for(root, config)
     installed = {k.release for k in host.installed}
     candidates = sorted({r for r in releases if r not in installed})
     if not candidates:

@@ -168,14 +168,14 @@ def maintain(
     if not current and not add_pending:
         return []
     from kzguard.config import load_config
-    from kzguard.facts.host import gather
+    from kzguard.facts.host import gather_for
     from kzguard.managers.dnf import unsupported
 
     config = load_config(root, config_path)
     holding = _holds_wanted(config, can_refuse=hook_input.can_refuse)
     wanted: list[str] = []
     if holding:
-        host = gather(root, config.modules)
+        host = gather_for(root, config)
         candidates = set(current)
         if add_pending:
             candidates.update(p.release for p in host.pending)
