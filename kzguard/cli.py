@@ -13,11 +13,13 @@ import sys
 from collections.abc import Sequence
 
 from kzguard import __version__
-from kzguard.errors import EXIT_INTERNAL, EXIT_SAFE, KzguardError, UsageError
+from kzguard.errors import EXIT_INTERNAL, EXIT_SAFE, EXIT_UNSAFE, KzguardError, UsageError
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:
     from typing import Optional
+
+    from kzguard.policy import Report
 
 _ZFS_VERSION = re.compile(r"(zfs-)?\d+\.\d+(\.\d+)?(-rc\d+)?(-\d+)?\Z")
 
@@ -97,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(func=cmd_check)
 
+    doctor = sub.add_parser(
+        "doctor",
+        parents=[common],
+        help="for every problem, what is wrong and the commands that fix it on this distro",
+    )
+    doctor.set_defaults(func=cmd_doctor)
+
     hook = sub.add_parser(
         "hook",
         parents=[common],
@@ -123,7 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _report(args: argparse.Namespace, kernels: Sequence[str] = (), zfs_version=None):
+def _report(
+    args: argparse.Namespace,
+    kernels: Sequence[str] = (),
+    zfs_version: Optional[str] = None,
+    *,
+    verify_signatures: bool = False,
+) -> Report:
     from kzguard.config import load_config
     from kzguard.facts.host import gather_for
     from kzguard.policy import judge
@@ -131,7 +146,7 @@ def _report(args: argparse.Namespace, kernels: Sequence[str] = (), zfs_version=N
 
     root = Root.open(args.root or "/")
     config = load_config(root, args.config)
-    host = gather_for(root, config)
+    host = gather_for(root, config, verify_signatures=verify_signatures)
     return judge(
         host,
         config.zfs_ranges,
@@ -141,7 +156,7 @@ def _report(args: argparse.Namespace, kernels: Sequence[str] = (), zfs_version=N
     )
 
 
-def _emit(args: argparse.Namespace, report, *, header: bool = True) -> int:
+def _emit(args: argparse.Namespace, report: Report, *, header: bool = True) -> int:
     from kzguard import report as render
 
     if args.json:
@@ -155,6 +170,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     """Show the host; exit 0 whatever the verdicts (``check`` is the command that tests)."""
     _emit(args, _report(args))
     return EXIT_SAFE
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Verify everything (signatures too, enforced or not) and explain each problem."""
+    import json
+
+    from kzguard import doctor
+
+    report = _report(args, verify_signatures=True)
+    advice = doctor.advise(report)
+    if args.json:
+        sys.stdout.write(json.dumps([a.to_dict() for a in advice], indent=2) + "\n")
+    else:
+        sys.stdout.write(doctor.render(advice))
+    return EXIT_SAFE if not advice else EXIT_UNSAFE
 
 
 def cmd_check(args: argparse.Namespace) -> int:

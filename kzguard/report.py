@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Optional
 
 from kzguard.distros.base import DKMS, KMOD, NONE, PACKAGE, PREBUILT
+from kzguard.doctor import Advice, advise
 from kzguard.facts.zfs import normalize_version
 from kzguard.policy import KernelVerdict, Report
-from kzguard.reasons import SAFE, Reason
+from kzguard.reasons import SAFE
 
 DELIVERY_LABELS = {
     DKMS: "DKMS",
@@ -36,9 +36,10 @@ def render(report: Report, *, header: bool = True) -> str:
         lines.append("No kernel to judge: none installed under /lib/modules or /usr/lib/modules.")
     problems = [k for k in report.kernels if k.verdict != SAFE]
     if problems:
-        lines += ["", "What to do"]
+        advice = advise(report)
+        lines += ["", "What to do (`kzguard doctor` explains each step)"]
         for kernel in problems:
-            lines += _problem(report, kernel)
+            lines += _problem(report, kernel, advice)
     if header and report.host.problems:
         lines += ["", "Facts kzguard could not read"]
         lines += [f"  {p}" for p in report.host.problems]
@@ -52,6 +53,7 @@ def _header(report: Report) -> list[str]:
         f"Host       {name} (family {host.family}, root {host.root})",
         f"Running    {host.running or 'unknown'}",
         f"ZFS        {_zfs_summary(report)}",
+        f"Secure Boot {_secure_boot_summary(report)}",
     ]
     if report.transaction:
         t = report.transaction
@@ -65,6 +67,25 @@ def _header(report: Report) -> list[str]:
     else:
         lines.append("Next boot  no installed kernel found")
     return lines
+
+
+def _secure_boot_summary(report: Report) -> str:
+    host = report.host
+    boot = host.secure_boot
+    if not boot.efi:
+        state = "not an EFI system"
+    elif boot.secure_boot is None:
+        state = "unknown (SecureBoot variable not readable)"
+    elif not boot.secure_boot:
+        state = "off"
+    elif boot.mok_validation is False:
+        state = "on, but shim validation is disabled"
+    else:
+        state = "on"
+    if host.signatures_required:
+        keys = "" if host.certificates is None else f" ({len(host.certificates)} key(s) enrolled)"
+        return f"{state}: modules must carry a valid signature by an enrolled key{keys}"
+    return f"{state}: module signatures are reported, not required"
 
 
 def _zfs_summary(report: Report) -> str:
@@ -110,41 +131,10 @@ def _verdict_label(verdict: str) -> str:
     return "safe" if verdict == SAFE else verdict.upper()
 
 
-def _problem(report: Report, kernel: KernelVerdict) -> list[str]:
+def _problem(report: Report, kernel: KernelVerdict, advice: list[Advice]) -> list[str]:
     lines = ["", f"  {kernel.release}  {_verdict_label(kernel.verdict)}"]
     for reason in kernel.reasons:
         lines.append(f"    {reason.code}: {reason.message}")
-    for fix in dict.fromkeys(_advice(report, kernel, r) for r in kernel.reasons):
-        if fix:
-            lines.append(f"    -> {fix}")
+    commands = [c for item in advice if item.kernel == kernel.release for c in item.commands]
+    lines += [f"    # {c}" if c.startswith("(") else f"    $ {c}" for c in dict.fromkeys(commands)]
     return lines
-
-
-def _advice(report: Report, kernel: KernelVerdict, reason: Reason) -> Optional[str]:
-    distro = report.host.distro
-    release = kernel.release
-    code = reason.code
-    if code == "kernel-too-new":
-        return (
-            f"keep it from being installed or booted ({distro.hold_command(release)}); "
-            f"upgrade ZFS first ({distro.upgrade_zfs_command()}), then "
-            f"`kzguard check --kernel {release} --zfs-version NEW`"
-        )
-    if code == "kernel-too-old":
-        return "boot a newer kernel, or keep a ZFS release that still supports this one"
-    if code in ("module-missing", "vermagic-mismatch", "dkms-not-installed", "module-unreadable"):
-        fix = f"rebuild the module: {distro.rebuild_command(release)}"
-        if report.host.delivery == DKMS:
-            version = kernel.zfs_version or "<version>"
-            fix += f"; read the build log in /var/lib/dkms/zfs/{version}/build/make.log"
-        return fix + "; do not reboot into this kernel until `kzguard check` says safe"
-    if code == "zfs-version-unknown":
-        return (
-            'tell kzguard the range: add `zfs_ranges: {"VERSION": {linux_min: "4.18", '
-            'linux_max: "6.x"}}` to /etc/kzguard/kzguard.yaml from the OpenZFS release notes'
-        )
-    if code == "zfs-not-found":
-        return "install ZFS (zfs-dkms or your distro's zfs packages), or check --root"
-    if code == "release-unparsable":
-        return "check the kernel directory name under /lib/modules"
-    return None

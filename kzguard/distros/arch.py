@@ -18,6 +18,12 @@ class Arch(Distro):
     def rebuild_command(self, release: str) -> str:
         return f"dkms autoinstall -k {release}  (zfs-dkms) or pacman -S zfs-linux (archzfs)"
 
+    def headers_command(self, release: str) -> str:
+        return "pacman -S --needed linux-headers  (the headers package of this kernel)"
+
+    def zfs_initramfs_hint(self) -> str:
+        return "(add zfs to HOOKS in /etc/mkinitcpio.conf, before filesystems)"
+
     def initramfs_command(self, release: str) -> str:
         return "mkinitcpio -P"
 

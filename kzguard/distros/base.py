@@ -33,6 +33,14 @@ class Distro:
         """How an admin upgrades ZFS to a release that supports newer kernels."""
         return "upgrade the zfs packages"
 
+    def headers_command(self, release: str) -> str:
+        """How an admin installs the headers DKMS needs to build for this kernel."""
+        return f"install the kernel headers for {release}"
+
+    def zfs_initramfs_hint(self) -> str:
+        """How an admin makes sure the initramfs generator includes ZFS."""
+        return "install your distro's ZFS initramfs integration"
+
     def initramfs_command(self, release: str) -> str:
         """How an admin rebuilds this kernel's initramfs."""
         return f"dracut --force --kver {release}"

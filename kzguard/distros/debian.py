@@ -17,5 +17,11 @@ class Debian(Distro):
     def upgrade_zfs_command(self) -> str:
         return "apt install -t stable-backports zfs-dkms zfsutils-linux"
 
+    def headers_command(self, release: str) -> str:
+        return f"apt install linux-headers-{release}"
+
+    def zfs_initramfs_hint(self) -> str:
+        return "apt install zfs-initramfs"
+
     def initramfs_command(self, release: str) -> str:
         return f"update-initramfs -u -k {release}"

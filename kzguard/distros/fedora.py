@@ -18,3 +18,9 @@ class Fedora(Distro):
 
     def upgrade_zfs_command(self) -> str:
         return "dnf upgrade zfs zfs-dkms"
+
+    def headers_command(self, release: str) -> str:
+        return f"dnf install kernel-devel-{release.rsplit('.', 1)[0]}"
+
+    def zfs_initramfs_hint(self) -> str:
+        return "dnf install zfs-dracut"
