@@ -2,7 +2,8 @@
 
 Modules are real ELF objects made by the toolchain (:mod:`devtools.kobuild`), META files
 are written the way OpenZFS ships them, DKMS trees the way DKMS lays them out
-(:mod:`devtools.dkmstree`).
+(:mod:`devtools.dkmstree`); EFI variables, MOK lists, module signatures and initramfs images
+are made with the real tools (:mod:`devtools.trust`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Optional, Union
 
-from devtools import kobuild
+from devtools import kobuild, trust
 
 OS_RELEASES = {
     "fedora41": dict(
@@ -174,6 +175,95 @@ class HostTree:
 
         dkmstree.make_dkms_entry(self.path, module, version, kernel, state=state)
         return self
+
+    # --- module trust --------------------------------------------------------------------------
+
+    def efivar(self, name: str, guid: str, value: bytes, attributes: bytes = trust.ATTRS) -> Path:
+        """An efivarfs file: the 4 attribute bytes, then the value."""
+        return self.write(trust.efivar(name, guid), trust.efivar_bytes(value, attributes))
+
+    def secure_boot(self, enabled: bool, *, shim_validation: bool = True) -> HostTree:
+        """An EFI host with Secure Boot on or off (user mode); ``shim_validation=False`` is
+        what ``mokutil --disable-validation`` leaves: shim's ``MokSBStateRT`` set to 1."""
+        volatile = trust.RT_ATTRS  # the firmware's SecureBoot and SetupMode are BS|RT, volatile
+        self.efivar("SecureBoot", trust.EFI_GLOBAL_GUID, bytes([enabled]), volatile)
+        self.efivar("SetupMode", trust.EFI_GLOBAL_GUID, b"\x00", volatile)
+        state = trust.efivar("MokSBStateRT", trust.SHIM_LOCK_GUID)
+        if shim_validation:  # shim mirrors MokSBState only when validation was turned off
+            self.remove(state)
+        else:
+            self.efivar("MokSBStateRT", trust.SHIM_LOCK_GUID, b"\x01", trust.RT_ATTRS)
+        return self
+
+    def mok_list(self, *cert_der: bytes) -> HostTree:
+        """Shim's ``MokListRT`` holding these DER certificates (lists made by ``sbsiglist``)."""
+        self.efivar("MokListRT", trust.SHIM_LOCK_GUID, trust.mok_list(*cert_der), trust.RT_ATTRS)
+        return self
+
+    def zfs_root(self, dataset: str) -> HostTree:
+        """``/proc/self/mounts`` with ``/`` on the ZFS ``dataset`` (a boot environment)."""
+        escaped = dataset.replace(" ", "\\040")
+        self.write(
+            "/proc/self/mounts",
+            "sysfs /sys sysfs rw,nosuid,nodev,noexec,relatime 0 0\n"
+            "proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0\n"
+            f"{escaped} / zfs rw,relatime,xattr,posixacl,casesensitive 0 0\n"
+            "efivarfs /sys/firmware/efi/efivars efivarfs rw,nosuid,nodev,noexec,relatime 0 0\n",
+        )
+        return self
+
+    def initramfs(
+        self,
+        release: str,
+        members: Mapping[str, bytes],
+        compression: Optional[str] = "zstd",
+        layout: str = "dracut",
+        *,
+        early_microcode: Optional[bool] = None,
+    ) -> Path:
+        """The initramfs of ``release`` where ``layout``'s generator puts it, a real cpio archive
+        of a small skeleton plus ``members`` (path -> content), compressed with ``compression``.
+
+        ``initramfs-tools`` (``/boot/initrd.img-<r>``) puts an uncompressed early-microcode
+        archive first unless ``early_microcode`` is False; ``dracut``
+        (``/boot/initramfs-<r>.img``) only when it is True.
+        """
+        if layout == "dracut":
+            inner = f"/boot/initramfs-{release}.img"
+            skeleton = {
+                "usr/lib/initrd-release": 'NAME="dracut"\nID=dracut\n',
+                "usr/lib/dracut/build-parameter.txt": f" --kver '{release}'\n",
+                f"usr/lib/modules/{release}/modules.dep": "",
+            }
+        elif layout == "initramfs-tools":
+            inner = f"/boot/initrd.img-{release}"
+            skeleton = {
+                "init": "#!/bin/sh\n. /scripts/functions\n",
+                "conf/initramfs.conf": "MODULES=most\nBUSYBOX=auto\n",
+                "scripts/zfs": "# zfs-initramfs boot script\n",
+                f"usr/lib/modules/{release}/modules.dep": "",
+            }
+        else:
+            raise ValueError(f"unknown initramfs layout {layout!r}")
+        if early_microcode is None:
+            early_microcode = layout == "initramfs-tools"
+        image = trust.initramfs_image(
+            {**skeleton, **members},
+            compression,
+            early=trust.EARLY_MICROCODE if early_microcode else None,
+        )
+        return self.write(inner, image)
+
+    def sign_module(self, path: str, keypair: trust.KeyPair) -> Path:
+        """Sign the module at in-root ``path`` with the kernel's sign-file (a compressed one is
+        decompressed, signed, compressed again); an in-root link is followed to its module."""
+        target = self.host(path)
+        for _ in range(40):
+            if not target.is_symlink():
+                break
+            link = os.readlink(target)
+            target = self.host(link) if link.startswith("/") else target.parent / link
+        return trust.sign_module_file(target, keypair)
 
     def config(self, text: str) -> Path:
         return self.write("/etc/kzguard/kzguard.yaml", text)

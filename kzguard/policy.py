@@ -347,7 +347,11 @@ def _trust_reasons(host: Host, name: str, module: ModuleFile) -> list[Reason]:
     reasons = []
     check = module.signature
     if host.signatures_required and check is not None and check.status in _SIGNATURE_CODES:
-        details = {"signature": check.status, "signer": check.signer}
+        details = {"signature": check.status, "signer": None, "sig_key": None}
+        if check.signer is not None:  # plain strings: details go out as JSON and into doctor
+            who = check.signer
+            details["signer"] = who.issuer or (f"key id {who.key_id}" if who.key_id else None)
+            details["sig_key"] = who.sig_key
         reasons.append(Reason(_SIGNATURE_CODES[check.status], check.message, name, details))
     kabi = module.kabi
     if module.kabi_tracked and kabi is not None and kabi.status != "compatible":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from devtools.hostbuilder import HostTree
@@ -44,13 +45,14 @@ def debian_dkms(path: Path) -> HostTree:
 EL_KABI = {"module_layout": 0x6E55BD45, "_printk": 0x92997ED8, "kfree": 0x037A0CBA}
 
 
-def el9_kmod(path: Path) -> HostTree:
+def el9_kmod(path: Path, kabi: Mapping[str, int] = EL_KABI) -> HostTree:
     """Rocky 9.5 with kABI-tracked kmod-zfs 2.2.7 built for one kernel, linked into a newer one;
-    both kernels ship /boot/symvers-<release>.gz with the same CRCs."""
+    both kernels ship /boot/symvers-<release>.gz with the same CRCs (``kabi``), which the
+    modules record in ``__versions``."""
     tree = HostTree(path).os_release("rocky9").running(EL_NEWER)
     for release in (EL_BUILT, EL_NEWER):
         tree.kernel(release)
-        tree.symvers(release, EL_KABI)
+        tree.symvers(release, kabi)
     for name in ("zfs", "spl"):
         tree.module(
             EL_BUILT,
@@ -58,7 +60,7 @@ def el9_kmod(path: Path) -> HostTree:
             "2.2.7-1",
             location="extra/zfs",
             built_for=EL_BUILT,
-            versions=tuple(EL_KABI.items()),
+            versions=tuple(kabi.items()),
         )
         tree.weak_link(EL_NEWER, name, EL_BUILT)
     return tree

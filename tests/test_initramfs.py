@@ -1,9 +1,12 @@
-"""Initramfs images made with the system tools (cpio, gzip, zstd, xz, lz4...), and their places."""
+"""Initramfs images made with the system tools (cpio, gzip, zstd, xz, lz4...), and their places.
+
+The images are built by :mod:`devtools.trust` (``cpio -o -H newc`` and the compressors with the
+options dracut, mkinitramfs and mkinitcpio use).
+"""
 
 from __future__ import annotations
 
 import contextlib
-import shutil
 import sys
 from pathlib import Path
 
@@ -11,58 +14,35 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devtools import kobuild
+from devtools import kobuild, trust
 from devtools.hostbuilder import HostTree
+from devtools.trust import IMAGE_COMPRESSORS as COMPRESSORS
 from kzguard.errors import FactError
 from kzguard.facts import initramfs
 from kzguard.facts.initramfs import contains_module, image_for, list_members
 from kzguard.facts.mounts import root_dataset
 from kzguard.root import Root, Runner
-from tests.tools import run
+from tests.tools import need
 
 RELEASE = "6.12.6-amd64"
 MACHINE_ID = "4f6b0ba1d3c04e0c9d6a1e1b2c3d4e5f"
-# compression -> the command line dracut / mkinitramfs / mkinitcpio use, reading stdin
-COMPRESSORS = {
-    "gzip": ["gzip", "-n", "-9", "-c"],
-    "zstd": ["zstd", "-q", "-15", "-c"],
-    "xz": ["xz", "--check=crc32", "--lzma2=dict=1MiB", "-c"],
-    "lz4": ["lz4", "-q", "-l", "-9", "-c"],
-    "bzip2": ["bzip2", "-9", "-c"],
-    "lzma": ["lzma", "-9", "-c"],
-}
 ZFS_PATH = f"usr/lib/modules/{RELEASE}/extra/zfs.ko.xz"
 
 
-def _tool(name: str) -> None:
-    if shutil.which(name) is None:
-        pytest.skip(f"{name} is not installed (scripts/setup-dev)")
-
-
 def _cpio(stage: Path, fmt: str = "newc") -> bytes:
-    """``find . | sort | cpio -o -H newc``, as dracut and mkinitramfs run it."""
-    _tool("cpio")
-    names = run("find", ".", cwd=stage).stdout.splitlines()
-    listing = "".join(f"{name}\n" for name in sorted(names))
-    return run_bytes(["cpio", "-o", "-H", fmt, "--quiet", "-R", "0:0"], listing.encode(), stage)
-
-
-def run_bytes(argv: list[str], data: bytes, cwd: Path | None = None) -> bytes:
-    import subprocess
-
-    proc = subprocess.run(argv, input=data, capture_output=True, cwd=cwd, check=False)
-    assert proc.returncode == 0, proc.stderr.decode()
-    return proc.stdout
+    need("cpio")
+    return trust.cpio_archive(stage, fmt)
 
 
 def _compress(data: bytes, kind: str) -> bytes:
-    _tool(COMPRESSORS[kind][0])
-    return run_bytes(COMPRESSORS[kind], data)
+    need(COMPRESSORS[kind][0])
+    return trust.compress(data, kind)
 
 
 @pytest.fixture(scope="module")
 def stages(tmp_path_factory) -> dict[str, Path]:
     """Staging trees: a main image with a real zfs.ko.xz, one without, early microcode."""
+    need("gcc", "xz")
     top = tmp_path_factory.mktemp("stages")
     with_zfs = HostTree(top / "with")
     for tree in (with_zfs, HostTree(top / "without")):
@@ -172,7 +152,7 @@ def test_image_without_zfs(stages, early, kind) -> None:
 
 @pytest.mark.real
 def test_zstd_command_when_the_package_is_missing(plain, early, monkeypatch) -> None:
-    _tool("zstd")
+    need("zstd")
     monkeypatch.setitem(sys.modules, "zstandard", None)  # import zstandard -> ImportError
     members = list_members(early + _compress(plain, "zstd"))
 
@@ -262,12 +242,8 @@ def test_decompression_bomb_is_refused(monkeypatch, kind) -> None:
 
 def _newc(files: list[tuple[str, bytes]]) -> bytes:
     """A newc archive written by cpio from a temporary staging directory."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, data in files:
-            HostTree(tmp).write(f"/{name}", data)
-        return _cpio(Path(tmp))
+    need("cpio")
+    return trust.newc(dict(files))
 
 
 @pytest.mark.real

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import glob
 import gzip
 import json
 from pathlib import Path
@@ -12,8 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devtools import kobuild
+from devtools import kobuild, trust
 from devtools.hostbuilder import HostTree
+from devtools.kobuild import ToolchainError
 from kzguard.errors import FactError
 from kzguard.facts import kabi
 from kzguard.facts.kabi import (
@@ -34,10 +34,10 @@ WANTED = ("module_layout", "_printk", "__kmalloc", "kfree", "kmalloc_caches", "j
 
 
 def _real_symvers_path() -> Path:
-    found = sorted(glob.glob("/usr/src/linux-headers-*-amd64/Module.symvers"))
-    if not found:
-        pytest.skip("no Module.symvers: install linux-headers-amd64 (scripts/setup-dev)")
-    return Path(found[-1])
+    try:
+        return trust.real_module_symvers()
+    except ToolchainError as exc:
+        pytest.skip(f"{exc} (scripts/setup-dev installs it)")
 
 
 @pytest.fixture(scope="module")

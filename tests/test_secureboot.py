@@ -1,15 +1,14 @@
 """Secure Boot state from efivars files, and enrolled certificates from real MOK lists.
 
 Certificates are made with ``openssl req -x509``; signature lists with sbsigntool's real
-``sbsiglist``; both are written into root trees the way efivarfs and the MOK config table
-present them.
+``sbsiglist`` (both through :mod:`devtools.trust`); both are written into root trees the way
+efivarfs and the MOK config table present them.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
 import struct
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devtools.hostbuilder import HostTree
+from devtools.trust import ATTRS, MOKVARS, OWNER, RT_ATTRS, KeyPair, efivar, make_cert, siglist
 from kzguard.errors import FactError
 from kzguard.facts.secureboot import (
     EFI_CERT_SHA256_GUID,
@@ -33,56 +33,10 @@ from kzguard.facts.secureboot import (
     parse_signature_lists,
     secure_boot_state,
 )
-from kzguard.record import Record
 from kzguard.root import Root
-from tests.tools import run
+from tests.tools import need, run
 
-EFIVARS = "/sys/firmware/efi/efivars"
-MOKVARS = "/sys/firmware/efi/mok-variables"
-ATTRS = b"\x07\x00\x00\x00"  # NON_VOLATILE | BOOTSERVICE_ACCESS | RUNTIME_ACCESS
-RT_ATTRS = b"\x06\x00\x00\x00"  # what shim gives its *RT mirrors
-OWNER = "605dab50-e046-4300-abb6-3dd810dd8b23"
 DISTRO_OWNER = "77fa9abd-0359-4d32-bd60-28f4e78f784b"
-
-
-def need(*tools: str) -> None:
-    """Skip the calling test when a real tool is missing (CI turns such a skip into a failure)."""
-    for tool in tools:
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed (scripts/setup-dev installs it)")
-
-
-class KeyPair(Record):
-    """A private key and its self-signed certificate, made by openssl."""
-
-    key: Path
-    pem: Path
-    der: Path
-
-
-def make_cert(
-    dest: Path, name: str, *, subject: str = "", kind: str = "rsa", serial: int = 0
-) -> KeyPair:
-    """``openssl req -x509`` a key and certificate into ``dest`` (RSA 2048 or EC P-256)."""
-    need("openssl")
-    dest.mkdir(parents=True, exist_ok=True)
-    key, pem, der = dest / f"{name}.key", dest / f"{name}.pem", dest / f"{name}.der"
-    newkey = ["rsa:2048"] if kind == "rsa" else ["ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
-    run(
-        "openssl", "req", "-x509", "-newkey", *newkey, "-nodes", "-keyout", key, "-out", pem,
-        "-days", "3650", "-subj", subject or f"/CN=kzguard {name} signing key/O=kzguard lab",
-        *(["-set_serial", str(serial)] if serial else []),
-    )  # fmt: skip
-    run("openssl", "x509", "-in", pem, "-outform", "DER", "-out", der)
-    return KeyPair(key, pem, der)
-
-
-def siglist(dest: Path, kind: str, data_file: Path, owner: str = OWNER) -> bytes:
-    """An EFI_SIGNATURE_LIST made by the real ``sbsiglist``."""
-    need("sbsiglist")
-    out = dest / f"{data_file.name}.{kind}.esl"
-    run("sbsiglist", "--owner", owner, "--type", kind, "--output", out, data_file)
-    return out.read_bytes()
 
 
 def openssl_facts(cert: Path) -> dict[str, str]:
@@ -99,12 +53,9 @@ def openssl_facts(cert: Path) -> dict[str, str]:
     }
 
 
-def efivar(name: str, guid: str) -> str:
-    return f"{EFIVARS}/{name}-{guid}"
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, KeyPair]:
+    need("openssl")
     dest = tmp_path_factory.mktemp("pki")
     return {
         "dkms": make_cert(dest, "dkms", subject="/CN=DKMS module signing key"),
@@ -116,6 +67,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, KeyPair]:
 @pytest.fixture(scope="module")
 def mok_data(tmp_path_factory: pytest.TempPathFactory, certs: dict[str, KeyPair]) -> bytes:
     """Two X.509 lists and a SHA-256 list, concatenated the way shim mirrors MokList."""
+    need("sbsiglist")
     dest = tmp_path_factory.mktemp("esl")
     digest = dest / "image.sha256"
     digest.write_bytes(bytes(range(32)))
@@ -306,6 +258,7 @@ def test_split_mok_list_and_extra_certificate_files(
     tmp_path: Path, certs: dict[str, KeyPair]
 ) -> None:
     """Newer shims split a big list into MokListRT, MokListRT1, ...: each a whole list."""
+    need("sbsiglist")
     tree = HostTree(tmp_path)
     tree.write(
         efivar("MokListRT", SHIM_LOCK_GUID), RT_ATTRS + siglist(tmp_path, "x509", certs["dkms"].der)

@@ -1,14 +1,14 @@
 """Module signatures made the way the kernel makes them, read and verified by kzguard.
 
-Modules are real ELF objects from ``devtools.kobuild``; they are signed with the kernel's own
-``scripts/sign-file`` (from linux-kbuild, installed with the kernel headers) and by hand with
-``openssl cms`` plus the 12-byte ``struct module_signature`` and the magic string, then
-compressed with the real xz/zstd/gzip and decompressed by kzguard before reading.
+Modules are real ELF objects from ``devtools.kobuild``; they are signed (through
+:mod:`devtools.trust`) with the kernel's own ``scripts/sign-file`` (from linux-kbuild, installed
+with the kernel headers) and by hand with ``openssl cms`` plus the 12-byte
+``struct module_signature`` and the magic string, then compressed with the real xz/zstd/gzip and
+decompressed by kzguard before reading.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import shutil
 from pathlib import Path
@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from devtools import kobuild
 from devtools.kobuild import build_module, vermagic_for
+from devtools.trust import MAGIC, KeyPair, make_cert, sign_by_hand, sign_file
 from kzguard.errors import FactError
 from kzguard.facts.modinfo import decompress
 from kzguard.facts.secureboot import Certificate, enrolled_certificates
@@ -36,52 +37,10 @@ from kzguard.facts.signature import (
     verify,
 )
 from kzguard.root import Root
-from tests.test_secureboot import KeyPair, make_cert, need
-from tests.tools import run
+from tests.tools import need, run
 
-MAGIC = b"~Module signature appended~\n"
 SERIAL = 0x4B5A_6775_6172_6421
 SUBJECT = "/CN=kzguard lab module signing key/O=kzguard lab"
-
-
-def sign_file_tool() -> str:
-    found = sorted(glob.glob("/usr/lib/linux-kbuild-*/scripts/sign-file"))
-    if not found:
-        pytest.skip(
-            "the kernel's sign-file is not installed (linux-headers-amd64, scripts/setup-dev)"
-        )
-    return found[-1]
-
-
-def sign_file(
-    module: bytes, pair: KeyPair, work: Path, *flags: str, hash_algo: str = "sha256"
-) -> bytes:
-    """Sign with the kernel's ``scripts/sign-file`` exactly as DKMS and kbuild do."""
-    path = work / "sign-file.ko"
-    path.write_bytes(module)
-    run(sign_file_tool(), *flags, hash_algo, pair.key, pair.der, path)
-    return path.read_bytes()
-
-
-def sign_by_hand(
-    module: bytes,
-    pair: KeyPair,
-    work: Path,
-    *,
-    md: str = "sha256",
-    cms: tuple[str, ...] = ("-noattr",),
-) -> bytes:
-    """What sign-file does: a detached CMS signature, then ``struct module_signature``, magic."""
-    need("openssl")
-    src, sig = work / "by-hand.ko", work / "by-hand.p7s"
-    src.write_bytes(module)
-    run(
-        "openssl", "cms", "-sign", "-binary", "-nocerts", "-outform", "DER", "-md", md,
-        "-signer", pair.pem, "-inkey", pair.key, *cms, "-in", src, "-out", sig,
-    )  # fmt: skip
-    blob = sig.read_bytes()
-    # algo, hash, id_type = PKEY_ID_PKCS7, signer_len, key_id_len, 3 pad, be32 sig_len
-    return module + blob + bytes([0, 0, 2, 0, 0, 0, 0, 0]) + len(blob).to_bytes(4, "big") + MAGIC
 
 
 def cert_of(pair: KeyPair) -> Certificate:
@@ -90,6 +49,7 @@ def cert_of(pair: KeyPair) -> Certificate:
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, KeyPair]:
+    need("openssl")
     dest = tmp_path_factory.mktemp("pki")
     return {
         "enrolled": make_cert(dest, "enrolled", subject=SUBJECT, serial=SERIAL),
@@ -112,6 +72,7 @@ def ko(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 @pytest.fixture(scope="module")
 def signed(tmp_path_factory: pytest.TempPathFactory, ko: bytes, pki: dict[str, KeyPair]) -> bytes:
     """The module signed by the real sign-file with the enrolled key."""
+    need("sign-file")
     return sign_file(ko, pki["enrolled"], tmp_path_factory.mktemp("sign"))
 
 
@@ -175,6 +136,8 @@ def test_signer_info_matches_the_certificate_and_modinfo(
 def test_valid_signature_survives_compression(
     tmp_path: Path, ko: bytes, pki: dict[str, KeyPair], how: str, compression: str | None
 ) -> None:
+    if how == "sign-file":
+        need("sign-file")
     sign = sign_file if how == "sign-file" else sign_by_hand
     module = sign(ko, pki["enrolled"], tmp_path)
     if compression:
@@ -199,6 +162,7 @@ def test_signed_by_a_key_that_is_not_enrolled(
     tmp_path: Path, ko: bytes, pki: dict[str, KeyPair]
 ) -> None:
     """DKMS made itself a fresh key: the module is signed, the kernel will refuse it."""
+    need("sign-file")
     module = sign_file(ko, pki["rogue"], tmp_path)
 
     check = verify(module, [cert_of(pki["enrolled"]), cert_of(pki["ec"])])
@@ -374,6 +338,7 @@ def test_other_digests_keys_and_cms_shapes_verify(
 ) -> None:
     pair = pki["ec"] if "ecdsa" in algorithm else pki["enrolled"]
     if how == "sign-file":
+        need("sign-file")
         module = sign_file(ko, pair, tmp_path, *args[1:], hash_algo=args[0])
     else:
         module = sign_by_hand(ko, pair, tmp_path, md=args[0], cms=args[1:])

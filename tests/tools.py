@@ -5,6 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 
+import pytest
+
+from devtools import trust
+from devtools.kobuild import ToolchainError
+
 
 def run(*argv: object, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
     """Run a real command; with ``check`` a failure is an AssertionError with its output."""
@@ -13,3 +18,15 @@ def run(*argv: object, check: bool = True, **kwargs) -> subprocess.CompletedProc
     if check and proc.returncode != 0:
         raise AssertionError(f"{argv} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
     return proc
+
+
+def need(*tools: str) -> None:
+    """Skip the calling test when a real tool is missing (``sign-file`` included).
+
+    CI (``KZGUARD_REQUIRE_REAL=1``) turns the skip of a ``real`` test into a failure.
+    """
+    for name in tools:
+        try:
+            trust.tool(name)
+        except ToolchainError as exc:
+            pytest.skip(f"{exc} (scripts/setup-dev installs it)")
