@@ -541,3 +541,34 @@ def test_root_not_on_zfs_needs_no_initramfs(tmp_path: Path) -> None:
     tree.write(f"/boot/initrd.img-{RELEASE}", b"garbage that is never opened")
     _, kernels = judged(tmp_path)
     assert codes(kernels[RELEASE]) == []
+
+
+# --- modules that ship with the kernel, signed by its build key ---------------------------
+
+
+def test_prebuilt_module_signed_by_the_kernels_own_key_is_trusted(
+    tmp_path: Path, pki: dict[str, KeyPair]
+) -> None:
+    """Ubuntu's zfs.ko is signed like the kernel's in-tree modules, by a key built into the
+    kernel and not in the MOK list: the same signer as an in-tree module makes it trusted."""
+    need("sbsiglist", "sign-file")
+    tree = sc.ubuntu_prebuilt(tmp_path).secure_boot(True)
+    tree.mok_list(pki["A"].der.read_bytes())
+    release = sc.UBUNTU_RUNNING
+    ext4 = tree.module(release, "ext4", "1", location="kernel/fs/ext4")
+    tree.sign_module(f"/lib/modules/{release}/kernel/fs/ext4/{ext4.name}", pki["B"])
+    for name in ("zfs", "spl"):
+        tree.sign_module(f"/lib/modules/{release}/kernel/zfs/{name}.ko.zst", pki["B"])
+
+    _, kernels = judged(tmp_path)
+
+    kernel = kernels[release]
+    assert (kernel.verdict, codes(kernel)) == ("safe", [])
+    signature = dict(kernel.modules)["zfs"].signature
+    assert signature is not None and signature.status == "kernel-key"
+    assert "built into the kernel" in signature.message
+
+    other = make_cert(tmp_path / "pki", "c", subject="/CN=someone else")
+    tree.sign_module(f"/lib/modules/{release}/kernel/zfs/zfs.ko.zst", other)
+    _, kernels = judged(tmp_path)
+    assert codes(kernels[release]) == [("signer-not-enrolled", "zfs")]

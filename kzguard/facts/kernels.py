@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import posixpath
 from collections.abc import Iterable, Sequence
+from functools import partial
 
 from kzguard.errors import FactError
 from kzguard.facts.modinfo import COMPRESSION_SUFFIXES, ModInfo, load_module, read_modinfo
@@ -13,11 +15,11 @@ from kzguard.root import Root
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Optional
+    from typing import Callable, Optional
 
     from kzguard.facts.kabi import KabiResult
     from kzguard.facts.secureboot import Certificate
-    from kzguard.facts.signature import SignatureCheck
+    from kzguard.facts.signature import SignatureCheck, SignerFacts
 
 # Where DKMS and packages put out-of-tree modules, in the order depmod prefers them.
 MODULE_DIRS = (
@@ -141,7 +143,12 @@ def locate_module(root: Root, modules_dir: str, name: str) -> Optional[tuple[str
 
 
 def _module_file(
-    root: Root, inner: str, name: str, location: str, probe: Probe
+    root: Root,
+    inner: str,
+    name: str,
+    location: str,
+    probe: Probe,
+    kernel_signer: Callable[[], Optional[SignerFacts]],
 ) -> tuple[ModuleFile, Optional[bytes]]:
     """The module's facts, and its bytes when a kABI check will need them."""
     link_target = root.to_inner(root.resolve(inner)) if root.is_symlink(inner) else None
@@ -154,12 +161,28 @@ def _module_file(
         return base._replace(error=str(exc)), None
     signature = None
     if probe.certificates is not None:
-        from kzguard.facts.signature import verify
+        from kzguard.facts.signature import NOT_ENROLLED, verify
 
         signature = verify(data, probe.certificates)
+        if signature.status == NOT_ENROLLED:
+            signature = signature.trusted_as_kernel_key(kernel_signer())
     signed = read_trailer(data).present
     facts = base._replace(modinfo=info, signed=signed, signature=signature)
     return facts, (data if kabi else None)
+
+
+def kernel_build_signer(root: Root, modules_dir: str) -> Optional[SignerFacts]:
+    """The signer of one of the kernel's own in-tree modules (under ``kernel/``): the key the
+    kernel was built with, which its built-in keyring trusts."""
+    from kzguard.facts.signature import signer_of
+
+    for inner in root.walk_files(f"{modules_dir}/kernel"):
+        if inner.endswith(COMPRESSION_SUFFIXES) and "/kernel/zfs/" not in inner:
+            try:
+                return signer_of(load_module(root, inner))
+            except FactError:
+                return None
+    return None
 
 
 def _with_kabi(
@@ -218,12 +241,13 @@ def read_installed(
     for release, modules_dir in installed_releases(root, module_roots).items():
         modules: dict[str, Optional[ModuleFile]] = {}
         kabi_bytes: dict[str, bytes] = {}
+        signer = functools.lru_cache(maxsize=1)(partial(kernel_build_signer, root, modules_dir))
         for name in names:
             found = locate_module(root, modules_dir, name)
             if found is None:
                 modules[name] = None
                 continue
-            modules[name], data = _module_file(root, found[0], name, found[1], probe)
+            modules[name], data = _module_file(root, found[0], name, found[1], probe, signer)
             if data is not None:
                 kabi_bytes[name] = data
         if kabi_bytes:

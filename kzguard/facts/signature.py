@@ -38,7 +38,8 @@ MISSING = "missing"
 NOT_ENROLLED = "not-enrolled"
 INVALID = "invalid"
 MALFORMED = "malformed"
-STATUSES = (VALID, MISSING, NOT_ENROLLED, INVALID, MALFORMED)
+KERNEL_KEY = "kernel-key"  # not enrolled, but signed by the key the kernel's own modules use
+STATUSES = (VALID, MISSING, NOT_ENROLLED, INVALID, MALFORMED, KERNEL_KEY)
 
 _HASHES = {
     "sha1": "SHA1",
@@ -255,7 +256,20 @@ class SignatureCheck(Record):
 
     @property
     def ok(self) -> bool:
-        return self.status == VALID
+        return self.status in (VALID, KERNEL_KEY)
+
+    def trusted_as_kernel_key(self, reference: Optional[SignerFacts]) -> SignatureCheck:
+        """A not-enrolled signer that signed the kernel's own in-tree modules too: the module
+        shipped with the kernel (Ubuntu, Proxmox) and its key is built into the kernel."""
+        if self.status != NOT_ENROLLED or self.signer is None or reference is None:
+            return self
+        if _identity(self.signer) != _identity(reference):
+            return self
+        message = (
+            f"signed by {_who(self.signer)}, the key this kernel's own modules are signed "
+            "with (built into the kernel; not in the MOK list)"
+        )
+        return self._replace(status=KERNEL_KEY, message=message)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -301,6 +315,21 @@ def verify(module: bytes, certificates: Iterable[Certificate]) -> SignatureCheck
         message=f"signed by {_who(facts)}, which is not among the {len(certs)} enrolled"
         " certificate(s)",
     )
+
+
+def _identity(facts: SignerFacts) -> tuple[object, ...]:
+    return (facts.issuer, facts.serial, facts.key_id)
+
+
+def signer_of(module: bytes) -> Optional[SignerFacts]:
+    """The signer of a module's appended signature, or None (unsigned, malformed)."""
+    trailer = read_trailer(module)
+    if not trailer.usable:
+        return None
+    try:
+        return signer_info(module, trailer)
+    except FactError:
+        return None
 
 
 def _who(facts: SignerFacts) -> str:
