@@ -59,9 +59,16 @@ def main() -> int:
         script = Path(tmp) / "kzguard"  # what pip and the packages install as /usr/bin/kzguard
         script.write_text(CONSOLE_SCRIPT)
         hook = [sys.executable, str(script), "hook", "apt", "--root", str(root)]
-        bare = statistics.median(timed([sys.executable, "-c", "pass"], "", args.runs))
-        plain = statistics.median(timed(hook, HEADER + PLAIN, args.runs))
-        kernel = statistics.median(timed(hook, HEADER + PLAIN + KERNEL, args.runs))
+        cases = {
+            "bare": ([sys.executable, "-c", "pass"], ""),
+            "plain": (hook, HEADER + PLAIN),
+            "kernel": (hook, HEADER + PLAIN + KERNEL),
+        }
+        times: dict[str, list[float]] = {name: [] for name in cases}
+        for _ in range(args.runs):  # interleaved, so drift on the machine hits all three alike
+            for name, (argv, stdin) in cases.items():
+                times[name] += timed(argv, stdin, 1)
+        bare, plain, kernel = (statistics.median(times[n]) for n in ("bare", "plain", "kernel"))
     print(f"python -c pass               median {bare * 1000:7.1f} ms")
     print(f"hook, no kernel in the stream median {plain * 1000:6.1f} ms  {plain / bare:4.2f}x")
     print(f"hook, one kernel to judge     median {kernel * 1000:6.1f} ms  {kernel / bare:4.2f}x")
