@@ -265,6 +265,33 @@ class HostTree:
             target = self.host(link) if link.startswith("/") else target.parent / link
         return trust.sign_module_file(target, keypair)
 
+    # --- bootloaders (file formats in :mod:`devtools.bootfiles`) -------------------------------
+
+    def boot_kernel(self, release: str, initramfs: str = "initramfs-{}.img") -> HostTree:
+        """``/boot/vmlinuz-<release>`` and its initramfs (``initrd.img-{}`` on Debian)."""
+        self.write(f"/boot/vmlinuz-{release}", b"\x00" * 64)
+        self.write(f"/boot/{initramfs.format(release)}", b"\x00" * 64)
+        return self
+
+    def grubenv(self, inner: str, **values: str) -> Path:
+        """A real grubenv made by ``grub-editenv FILE create`` and ``set`` (a missing tool is
+        a ToolchainError: tests check with ``tests.tools.need("grub-editenv")``)."""
+        from kzguard.root import Runner
+
+        path = self.host(inner)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        editenv = trust.tool("grub-editenv")
+        Runner().run([editenv, str(path), "create"])
+        if values:
+            Runner().run([editenv, str(path), "set", *(f"{k}={v}" for k, v in values.items())])
+        return path
+
+    def loader_efivar(self, name: str, value: str) -> Path:
+        """A systemd loader-interface EFI variable (``LoaderEntryDefault``...): UTF-16LE with
+        its NUL, as systemd writes strings."""
+        guid = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
+        return self.efivar(name, guid, (value + "\0").encode("utf-16-le"))
+
     def config(self, text: str) -> Path:
         return self.write("/etc/kzguard/kzguard.yaml", text)
 

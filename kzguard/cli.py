@@ -111,8 +111,31 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="the package-manager hooks' entry point (reads the manager's protocol on stdin)",
     )
-    hook.add_argument("manager", choices=HOOK_MANAGERS, help="the manager calling")
+    hook.add_argument("manager", choices=(*HOOK_MANAGERS, POST_INSTALL), help="the manager calling")
+    hook.add_argument("release", nargs="?", help="post-install: the kernel release just installed")
+    hook.add_argument(
+        "--targets",
+        action="store_true",
+        help="post-install: read the releases from pacman's NeedsTargets paths on stdin",
+    )
     hook.set_defaults(func=cmd_hook)
+
+    pin = sub.add_parser(
+        "pin",
+        parents=[common],
+        help="keep a kernel release out of every package manager (list, add, remove)",
+    )
+    pin_sub = pin.add_subparsers(dest="pin_command", metavar="ACTION", parser_class=_subparser)
+    pin_sub.required = True
+    pin_list = pin_sub.add_parser("list", parents=[common], help="show the pinned kernels")
+    pin_list.set_defaults(func=cmd_pin_list)
+    pin_add = pin_sub.add_parser("add", parents=[common], help="pin a kernel release")
+    pin_add.add_argument("release", help="the kernel release (as uname -r prints it)")
+    pin_add.add_argument("--reason", default="", help="why, for the state file and the journal")
+    pin_add.set_defaults(func=cmd_pin_add)
+    pin_remove = pin_sub.add_parser("remove", parents=[common], help="lift a pin")
+    pin_remove.add_argument("release", help="the kernel release")
+    pin_remove.set_defaults(func=cmd_pin_remove)
 
     allow = sub.add_parser(
         "allow",
@@ -129,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     snapshot.add_argument("--reason", default="manual", help="the reason in the snapshot name")
     snapshot.set_defaults(func=cmd_snapshot)
+
+    from kzguard import cli_boot  # kzguard boot show|keep|release
+
+    cli_boot.add_parser(sub, common, _subparser)
     return parser
 
 
@@ -199,12 +226,17 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 HOOK_MANAGERS = ("apt", "pacman", "dnf5")
+POST_INSTALL = "post-install"
 
 
 def cmd_hook(args: argparse.Namespace) -> int:
     """Read the manager's protocol on stdin, run the gate, answer with an exit code."""
     import importlib
 
+    if args.manager == POST_INSTALL:
+        return _post_install(args)
+    if args.release or args.targets:
+        raise UsageError(f"hook {args.manager} takes no release and no --targets")
     from kzguard.gate import hook_main
 
     adapter = importlib.import_module(f"kzguard.managers.{args.manager}")
@@ -218,6 +250,71 @@ def cmd_hook(args: argparse.Namespace) -> int:
         on_hold=getattr(adapter, "hold", None),
         maintain=getattr(adapter, "maintain", None),
     )
+
+
+def _post_install(args: argparse.Namespace) -> int:
+    """The post-install check of one kernel (or of pacman's targets on stdin)."""
+    from kzguard import postinstall
+
+    if bool(args.release) == bool(args.targets):
+        raise UsageError("hook post-install takes a kernel release or --targets (not both)")
+    return postinstall.hook_main(
+        [args.release] if args.release else [],
+        root_option=args.root,
+        config_path=args.config,
+        dry_run=args.dry_run,
+        targets=sys.stdin if args.targets else None,
+    )
+
+
+def _who() -> str:
+    return os.environ.get("SUDO_USER") or os.environ.get("USER") or str(os.getuid())
+
+
+def cmd_pin_list(args: argparse.Namespace) -> int:
+    import json
+
+    from kzguard.actions import pin
+    from kzguard.root import Root
+
+    pins = pin.current(Root.open(args.root or "/"))
+    if args.json:
+        sys.stdout.write(json.dumps([p.to_dict() for p in pins.values()], indent=2) + "\n")
+        return 0
+    if not pins:
+        print("kzguard: no kernel is pinned")
+    for info in pins.values():
+        lifts = "lifts itself once a check finds it safe" if info.auto else "until `pin remove`"
+        print(
+            f"{info.release}  since {info.time or '?'} by {info.who or '?'} "
+            f"({info.manager or 'state file only'}; {lifts}): {info.reason}"
+        )
+    return 0
+
+
+def cmd_pin_add(args: argparse.Namespace) -> int:
+    from kzguard.actions import pin
+    from kzguard.kernelrelease import parse_release
+    from kzguard.root import Root, Runner
+
+    parse_release(args.release)
+    who = _who()
+    reason = f"pinned by {who} with `kzguard pin add`" + (f": {args.reason}" if args.reason else "")
+    root = Root.open(args.root or "/")
+    for line in pin.add(root, Runner(dry_run=args.dry_run), args.release, reason=reason, who=who):
+        print(line)
+    return 0
+
+
+def cmd_pin_remove(args: argparse.Namespace) -> int:
+    from kzguard.actions import pin
+    from kzguard.root import Root, Runner
+
+    root = Root.open(args.root or "/")
+    why = f"removed by {_who()} with `kzguard pin remove`"
+    for line in pin.remove(root, Runner(dry_run=args.dry_run), args.release, why=why):
+        print(line)
+    return 0
 
 
 def cmd_allow(args: argparse.Namespace) -> int:
@@ -241,7 +338,7 @@ def cmd_allow(args: argparse.Namespace) -> int:
                 f"kzguard: override for {args.release} " + ("withdrawn" if removed else "not found")
             )
         else:
-            who = os.environ.get("SUDO_USER") or os.environ.get("USER") or str(os.getuid())
+            who = _who()
             when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             st.data["allow"][args.release] = {"time": when, "by": who}
             st.event("allow-added", f"{who} allowed {args.release} once", kernel=args.release)

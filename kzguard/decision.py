@@ -4,17 +4,21 @@ Each kernel the transaction installs is judged (:func:`kzguard.policy.judge`); w
 transaction changes ZFS, every kernel that stays installed is judged against the new ZFS too.
 An ``unsafe`` kernel gets ``on_unsupported_kernel`` (block, hold or warn), an ``unknown`` one
 ``on_unknown`` (block or warn); an admin's one-shot override lets a named kernel through.
+A kernel the transaction installs that is pinned (:mod:`kzguard.actions.pin`) is refused
+whatever its verdict, unless an admin's override lets it through.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from kzguard.reasons import SAFE, UNSAFE
 from kzguard.record import Record
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:  # the policy (and the facts it imports) loads only when a hook judges
+    from typing import Optional
+
     from kzguard.policy import KernelVerdict, Report
 
 ALLOW, WARN, HOLD, BLOCK = "allow", "warn", "hold", "block"
@@ -67,22 +71,36 @@ def decide(
     on_unknown: str,
     allowed: Collection[str] = (),
     command: str = "",
+    pinned: Optional[Mapping[str, str]] = None,
 ) -> Decision:
-    """Turn the verdicts on a transaction's kernels into one action with explanations."""
+    """Turn the verdicts on a transaction's kernels into one action with explanations.
+
+    ``pinned`` maps a pinned kernel release to why it is pinned: the transaction may not
+    install it (a ``block``, code ``pinned``) unless it is ``allowed``.
+    """
     groups: dict[str, list[str]] = {BLOCK: [], HOLD: [], WARN: [], ALLOW: []}
     lines: list[str] = []
     codes: list[tuple[str, tuple[str, ...]]] = []
+    installing = set(report.transaction.install) if report.transaction else set()
     for kernel in concerned(report):
-        if kernel.verdict == SAFE:
+        pin = (pinned or {}).get(kernel.release) if kernel.release in installing else None
+        if kernel.verdict == SAFE and pin is None:
             continue
-        codes.append((kernel.release, tuple(r.code for r in kernel.reasons)))
+        codes.append(
+            (kernel.release, (*(r.code for r in kernel.reasons), *(("pinned",) if pin else ())))
+        )
         wanted = on_unsupported if kernel.verdict == UNSAFE else on_unknown
         if kernel.release in allowed:
             groups[ALLOW].append(kernel.release)
+            what = f"it is {kernel.verdict}: {_why(kernel)}" if kernel.verdict != SAFE else ""
+            what = "; ".join(w for w in (f"{pin}" if pin else "", what) if w)
             lines.append(
-                f"kzguard: letting {kernel.release} through by an admin's override although "
-                f"it is {kernel.verdict}: {_why(kernel)}"
+                f"kzguard: letting {kernel.release} through by an admin's override although {what}"
             )
+            continue
+        if pin is not None:
+            groups[BLOCK].append(kernel.release)
+            lines += _explain_pinned(kernel, pin, command)
             continue
         groups[wanted].append(kernel.release)
         lines += _explain(kernel, wanted, command)
@@ -102,6 +120,23 @@ def decide(
 
 def _why(kernel: KernelVerdict) -> str:
     return "; ".join(r.message for r in kernel.reasons) or kernel.verdict
+
+
+def _explain_pinned(kernel: KernelVerdict, pin: str, command: str) -> list[str]:
+    release = kernel.release
+    lines = [f"kzguard: refusing kernel {release}: {pin}"]
+    if kernel.verdict != SAFE:
+        lines.append(f"kzguard: {release} is {kernel.verdict}: {_why(kernel)}")
+    lines.append(
+        f"kzguard: way out: fix what the check found (`kzguard doctor`); the pin lifts itself "
+        f"once a check finds {release} safe, or lift it with `kzguard pin remove {release}`"
+    )
+    again = f" {command}" if command else " <the same command>"
+    lines.append(
+        f"kzguard: to install it anyway, once: `kzguard allow {release}` then run{again} "
+        f"again (or set KZGUARD_ALLOW={release} for that command)"
+    )
+    return lines
 
 
 def _explain(kernel: KernelVerdict, action: str, command: str) -> list[str]:

@@ -1,7 +1,9 @@
 """The pre-transaction gate every package-manager hook goes through.
 
 ``run_gate`` judges a transaction, applies the policy and the admin's one-shot overrides,
-snapshots the boot environment before a kernel or ZFS change, and records what it decided.
+refuses kernels pinned after a failed post-install check (and first lifts kzguard's pins on
+kernels now judged safe against the ZFS the transaction leaves), snapshots the boot
+environment before a kernel or ZFS change, and records what it decided.
 ``hook_main`` wraps it for a hook process: it prints the decision for the admin, maps it to
 the manager's way of saying no (an exit code), and applies ``on_error`` when kzguard itself
 fails.
@@ -24,7 +26,9 @@ TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:
     from typing import Callable, Optional, TextIO
 
+    from kzguard.actions.pin import Lifted
     from kzguard.config import Config
+    from kzguard.facts.host import Host
     from kzguard.state import State
 
 ALLOW_ENV = "KZGUARD_ALLOW"
@@ -65,6 +69,7 @@ def run_gate(
     config = load_config(root, config_path)
     host = gather_for(root, config)
     report = judge(host, config.zfs_ranges, transaction=transaction, ranges_origin=config.source)
+    lifted = _lift_pins(root, runner, host, config, transaction)
     from_env = allowed_from_env(env)
     with state.locked(root, dry_run=runner.dry_run) as st:
         stored = set(st.data["allow"])
@@ -74,7 +79,10 @@ def run_gate(
             on_unknown=config.on_unknown,
             allowed=from_env | stored,
             command=command,
+            pinned={r: why for r, why in _pinned(st.data).items() if r not in lifted.releases},
         )
+        if lifted.lines:
+            decision = decision._replace(lines=(*lifted.lines, *decision.lines))
         for release in decision.allowed:
             how = ALLOW_ENV if release in from_env else "kzguard allow"
             if release not in from_env:
@@ -92,6 +100,27 @@ def run_gate(
         _record(st, transaction, decision)
         st.save()
     return decision
+
+
+def _lift_pins(
+    root: Root, runner: Runner, host: Host, config: Config, transaction: Transaction
+) -> Lifted:
+    """Lift kzguard's pins on kernels now safe with the ZFS the transaction leaves (one
+    ``stat`` when nothing is pinned)."""
+    from kzguard import state
+    from kzguard.actions import pin
+
+    if not root.exists(state.STATE_FILE) or not state.read(root)["pins"]:
+        return pin.Lifted()
+    return pin.lift_safe(root, runner, host, config, transaction=transaction)
+
+
+def _pinned(data: Mapping[str, object]) -> dict[str, str]:
+    if not data.get("pins"):
+        return {}
+    from kzguard.actions import pin
+
+    return pin.refusals(data)
 
 
 def _snapshot(
@@ -187,12 +216,19 @@ def _on_error(manager: str, exc: Exception, root_path: str, config_path: Optiona
 
 
 def error_outcome(
-    manager: str, exc: Exception, root_path: str, config_path: Optional[str]
+    manager: str,
+    exc: Exception,
+    root_path: str,
+    config_path: Optional[str],
+    *,
+    outcomes: tuple[str, str] = ("refusing the transaction", "letting the transaction through"),
+    kernel: Optional[str] = None,
 ) -> tuple[bool, str]:
     """Apply ``on_error`` to a failure of kzguard inside a hook: whether to refuse the
     transaction, and the message saying so (also sent to the journal). When the configuration
     cannot be read, ``on_error`` is its default, ``block``. For hooks that run in-process (the
-    dnf plugin) as well as for :func:`hook_main`."""
+    dnf plugin) as well as for :func:`hook_main`; ``outcomes`` says what ``block`` and
+    ``allow`` do in the caller's words."""
     policy, source = "block", "the default, as the configuration could not be read"
     try:
         from kzguard.config import load_config
@@ -201,10 +237,12 @@ def error_outcome(
         source = "on_error"
     except Exception:  # noqa: BLE001 - keep the default
         pass
-    outcome = "refusing the transaction" if policy == "block" else "letting the transaction through"
+    outcome = outcomes[0] if policy == "block" else outcomes[1]
     message = (
         f"kzguard failed inside the {manager} hook ({type(exc).__name__}: {exc}); "
         f"{outcome} ({source} = {policy})"
     )
-    journal.event("hook-error", message, priority=journal.ERROR, shown=True, manager=manager)
+    journal.event(
+        "hook-error", message, priority=journal.ERROR, shown=True, manager=manager, kernel=kernel
+    )
     return policy == "block", message

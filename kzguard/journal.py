@@ -27,6 +27,11 @@ MESSAGE_IDS = {
     "state-corrupt": "9c1ec04b7d9f4b1d3f6a8c0e2a4c6e7a",
     "pin-added": "a1f0d15c8e0a4c2e4a7b9d1f3b5d7e8b",
     "pin-removed": "b2e1e26d9f1b4d3f5b8c0e2a4c6e8f9c",
+    "boot-default-kept": "ba4d7709eee1455eac0b072413e6df3e",
+    "boot-default-released": "445f28120c194c41b0830689f7f1dc42",
+    "boot-default-failed": "7bcb2b3763124ce49b3832df92783673",
+    "post-install-safe": "3d82505187084d31814a1613d665a885",
+    "post-install-failed": "ce55dc7fc947415aa74dce6c94fb172e",
 }
 _PREFIX = "KZGUARD_"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"

@@ -153,21 +153,29 @@ def _next_boot(
     judge_one: _Judge,
     transaction: Optional[Transaction],
 ) -> Optional[NextBoot]:
-    """The kernel the next boot will use: the newest installed one after the transaction.
+    """The kernel the next boot will use.
 
-    Until the bootloader is read (the boot-default guard), this is what GRUB, grubby and
-    systemd-boot pick by default on every supported family.
+    The bootloader's own next entry (``host.boot.next``) when it names a kernel and no
+    transaction installs a kernel or removes that one; ``source`` then names the loader and
+    the fact (``grub: grubenv saved_entry``). Otherwise the newest installed kernel after the
+    transaction (``newest-installed``): what GRUB, grubby and systemd-boot pick once a new
+    kernel is installed, and the fallback wherever the bootloader could not be read.
     """
     removed = set(transaction.remove) if transaction else set()
-    candidates = [k.release for k in host.installed if k.release not in removed]
-    candidates += list(transaction.install) if transaction else []
-    if not candidates:
-        return None
-    release = max(candidates, key=sort_key)
+    boot = host.boot
+    chosen = boot.next.kernel if boot is not None and boot.next is not None else None
+    if boot and chosen and not (transaction and transaction.install) and chosen not in removed:
+        release, source = chosen, f"{boot.loader}: {boot.source}"
+    else:
+        candidates = [k.release for k in host.installed if k.release not in removed]
+        candidates += list(transaction.install) if transaction else []
+        if not candidates:
+            return None
+        release, source = max(candidates, key=sort_key), "newest-installed"
     verdict = next((v for v in verdicts if v.release == release), None)
     if verdict is None:
         verdict = judge_one(release, (INSTALLED,))
-    return NextBoot(release, verdict.safe, verdict.verdict, "newest-installed")
+    return NextBoot(release, verdict.safe, verdict.verdict, source)
 
 
 class _Judge:

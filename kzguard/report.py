@@ -63,7 +63,8 @@ def _header(report: Report) -> list[str]:
         )
     nb = report.next_boot
     if nb:
-        lines.append(f"Next boot  {nb.release}  {_verdict_label(nb.verdict)}  (newest installed)")
+        how = "newest installed" if nb.source == "newest-installed" else nb.source
+        lines.append(f"Next boot  {nb.release}  {_verdict_label(nb.verdict)}  ({how})")
     else:
         lines.append("Next boot  no installed kernel found")
     return lines

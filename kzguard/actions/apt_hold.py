@@ -14,6 +14,10 @@ so a later run can judge again and lift it::
 The file is written atomically (temp file, fsync, rename) under the state lock, each pin is
 recorded in the state file (``pins["apt:<kind> <subject>"]``) before the file changes, and
 the file is removed when its last stanza goes. Stanzas kzguard did not write are kept.
+
+A ``pin`` stanza (``kzguard hold pin <release> ...``) is a kernel pinned by
+:mod:`kzguard.actions.pin` (after a failed post-install check, or ``kzguard pin add``): that
+module records it in the state file under the release and lifts it; an apt run leaves it alone.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ if TYPE_CHECKING:
     from kzguard.transaction import Transaction
 
 PREFERENCES = "/etc/apt/preferences.d/kzguard"
-SERIES, KERNEL, ZFS = "series", "kernel", "zfs"
+SERIES, KERNEL, ZFS, PIN = "series", "kernel", "zfs", "pin"
 RANGE_CODES = frozenset({"kernel-too-new", "kernel-too-old"})
 HEADER = """\
 # Owned by kzguard, which writes and removes its stanzas here (changes to them are lost).
@@ -58,7 +62,7 @@ _KERNEL_PREFIXES = (
     "pve-headers-",
 )
 _EXPLANATION = re.compile(
-    r"kzguard hold (?P<kind>series|kernel|zfs) (?P<subject>\S+) for (?P<release>\S+) "
+    r"kzguard hold (?P<kind>series|kernel|zfs|pin) (?P<subject>\S+) for (?P<release>\S+) "
     r"\((?P<codes>[^)]*)\) since (?P<since>\S+)\Z"
 )
 
@@ -72,7 +76,7 @@ class HoldError(KzguardError):
 class Pin(Record):
     """One stanza: what it holds (``kind``, ``subject``), for which release, and why."""
 
-    kind: str  # SERIES ("6.13"), KERNEL (a release) or ZFS (an upstream version)
+    kind: str  # SERIES ("6.13"), KERNEL or PIN (a release), or ZFS (an upstream version)
     subject: str
     release: str  # the kernel judged to lift it; for ZFS the kernels it would break
     codes: tuple[str, ...]
@@ -101,6 +105,11 @@ def kernel_packages(release: str) -> tuple[str, ...]:
         f"linux-image-{release}-unsigned",
         f"proxmox-kernel-{release}-signed",
     )
+
+
+def release_pin(release: str, codes: Sequence[str] = ()) -> Pin:
+    """The stanza that pins every package of one kernel release for :mod:`kzguard.actions.pin`."""
+    return Pin(PIN, release, release, tuple(codes), kernel_packages(release))
 
 
 def series_packages(series: str) -> tuple[str, ...]:
@@ -142,12 +151,15 @@ def describe(pin: Pin, *, lifted: bool = False, dry_run: bool = False) -> str:
     what = {
         SERIES: f"Linux {pin.subject} kernels",
         KERNEL: f"kernel {pin.subject}",
+        PIN: f"kernel {pin.subject}",
         ZFS: f"ZFS {pin.subject} ({', '.join(pin.packages)})",
     }[pin.kind]
     if lifted:
         verb = "would lift" if dry_run else "lifted"
         if pin.kind == ZFS:
             return f"{verb} the pin on {what}: no installed kernel needs it any more"
+        if pin.kind == PIN:
+            return f"{verb} the pin on {what} in {PREFERENCES}"
         return (
             f"{verb} the pin on {what}: {pin.release} is supported now, "
             "the next `apt upgrade` installs it"
@@ -210,8 +222,9 @@ def render(pins: Iterable[Pin], foreign: Sequence[str] = ()) -> str:
     return HEADER + "".join(f"\n{s}" for s in stanzas) if stanzas else ""
 
 
-def add(root: Root, runner: Runner, pins: Sequence[Pin]) -> list[Pin]:
-    """Write ``pins`` (those not there yet); record each in the state file first."""
+def add(root: Root, runner: Runner, pins: Sequence[Pin], *, record: bool = True) -> list[Pin]:
+    """Write ``pins`` (those not there yet); record each in the state file first (unless
+    ``record`` is false: the caller records and journals them itself)."""
     from kzguard import state
 
     with state.locked(root, dry_run=runner.dry_run) as st:
@@ -220,18 +233,19 @@ def add(root: Root, runner: Runner, pins: Sequence[Pin]) -> list[Pin]:
         new = [p._replace(since=p.since or _utc()) for p in pins if p.key not in have]
         if not new:
             return []
-        for pin in new:
+        for pin in new if record else ():
             st.data["pins"][f"apt:{pin.key}"] = _record(pin)
             st.event("pin-added", describe(pin), manager="apt", kernel=pin.release)
         st.save()
         _write(root, runner, render([*current, *new], foreign))
-    for pin in new:
+    for pin in new if record else ():
         journal.event("pin-added", describe(pin), priority=journal.NOTICE, kernel=pin.release)
     return new
 
 
-def remove(root: Root, runner: Runner, keys: Iterable[str]) -> list[Pin]:
-    """Remove the pins with these keys; the file goes with the last stanza."""
+def remove(root: Root, runner: Runner, keys: Iterable[str], *, record: bool = True) -> list[Pin]:
+    """Remove the pins with these keys; the file goes with the last stanza (``record``: as
+    for :func:`add`)."""
     from kzguard import state
 
     wanted = set(keys)
@@ -242,12 +256,12 @@ def remove(root: Root, runner: Runner, keys: Iterable[str]) -> list[Pin]:
         gone = [p for p in current if p.key in wanted]
         if not gone:
             return []
-        for pin in gone:
+        for pin in gone if record else ():
             st.data["pins"].pop(f"apt:{pin.key}", None)
             st.event("pin-removed", describe(pin, lifted=True), manager="apt", kernel=pin.release)
         st.save()
         _write(root, runner, render([p for p in current if p.key not in wanted], foreign))
-    for pin in gone:
+    for pin in gone if record else ():
         journal.event("pin-removed", describe(pin, lifted=True), kernel=pin.release)
     return gone
 
@@ -282,10 +296,11 @@ def lift_unneeded(
     root: Root, runner: Runner, tx: Transaction, config_path: Optional[str] = None
 ) -> list[Pin]:
     """Remove the pins no longer needed with the ZFS this transaction leaves (all of them
-    when the policy is not ``hold`` any more)."""
+    when the policy is not ``hold`` any more). ``pin`` stanzas are :mod:`kzguard.actions.pin`'s
+    to lift, never lifted here."""
     from kzguard.config import load_config
 
-    pins, _ = read(root)
+    pins = [p for p in read(root)[0] if p.kind != PIN]
     if not pins:
         return []
     config = load_config(root, config_path)

@@ -8,6 +8,7 @@ from typing import Optional
 from kzguard import distros
 from kzguard.distros.base import DKMS, KMOD, NONE, PACKAGE, PREBUILT, Distro
 from kzguard.facts import dkms as dkms_facts
+from kzguard.facts.bootloader import BootState, read_boot
 from kzguard.facts.kernels import InstalledKernel, Probe, read_installed
 from kzguard.facts.mounts import root_dataset
 from kzguard.facts.osrelease import OsRelease, read_os_release, read_running_release
@@ -25,6 +26,7 @@ from kzguard.root import Root
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from kzguard.config import Config
+    from kzguard.root import Runner
 
 ZFS_MODULES = ("zfs", "spl")
 PROXMOX_MARKERS = ("/etc/pve", "/usr/share/doc/pve-manager", "/usr/share/doc/proxmox-ve")
@@ -49,6 +51,7 @@ class Host(Record):
     signatures_required: bool = False
     certificates: Optional[tuple[Certificate, ...]] = None  # None: signatures not verified
     root_dataset: Optional[str] = None  # the ZFS dataset mounted at /, if any
+    boot: Optional[BootState] = None  # the bootloader's entries, default and next boot
 
     def installed_kernel(self, release: str) -> Optional[InstalledKernel]:
         for kernel in self.installed:
@@ -94,6 +97,7 @@ class Host(Record):
                 [c.to_dict() for c in self.certificates] if self.certificates is not None else None
             ),
             "root_dataset": self.root_dataset,
+            "boot": self.boot.to_dict() if self.boot else None,
             "problems": list(self.problems),
         }
 
@@ -134,13 +138,15 @@ def gather(
     require_signature: str = "auto",
     trusted_certificates: Sequence[str] = (),
     verify_signatures: bool = False,
+    runner: Optional[Runner] = None,
 ) -> Host:
     """Read every fact kzguard judges by from ``root``; never changes anything.
 
     Module signatures are verified (cryptographically, against the MOK list and
     ``trusted_certificates``) when they are required (``require_signature`` ``always``, or
     ``auto`` under an enforcing Secure Boot) or asked for; otherwise only their presence is
-    noted. Initramfs images are opened only where the root file system is on ZFS.
+    noted. Initramfs images are opened only where the root file system is on ZFS. The
+    bootloader is read from files; ``runner`` runs ``zfs get`` where ZFSBootMenu boots.
     """
     os_release = read_os_release(root)
     guarded = tuple(dict.fromkeys(modules))
@@ -165,6 +171,7 @@ def gather(
     dkms = dkms_facts.read_tree(root)
     pending, pending_problems = pending_kernels(root, releases)
     problems += pending_problems
+    bootloader = read_boot(root, runner)  # its problems stay in boot.problems
     return Host(
         root=str(root.path),
         os=os_release,
@@ -182,6 +189,7 @@ def gather(
         signatures_required=required,
         certificates=certificates,
         root_dataset=dataset,
+        boot=bootloader,
     )
 
 

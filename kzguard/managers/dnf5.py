@@ -150,7 +150,8 @@ def maintain(
     """Keep kzguard's versionlock holds right, at ``repos_configured`` and ``post_transaction``.
 
     Holds still needed stay; those whose kernel is now supported, installed, let through by
-    an admin, or no longer wanted by the policy are lifted. Where dnf5 cannot refuse a
+    an admin, or no longer wanted by the policy are lifted, except the holds of pinned kernels
+    (:mod:`kzguard.actions.pin` lifts those). Where dnf5 cannot refuse a
     transaction (actions plugin < 1.4.0), at ``repos_configured`` (before the goal is
     resolved) the kernels pending in the root's dnf caches are judged and the unsupported ones
     held, for ``on_unsupported_kernel`` ``hold`` and ``block`` alike. Returns at once at the
@@ -180,9 +181,12 @@ def maintain(
         if add_pending:
             candidates.update(p.release for p in host.pending)
         wanted = [h.release for h in unsupported(root, candidates, config, host=host)]
-    if sorted(wanted) == sorted(current):
+    from kzguard.actions import pin
+
+    wanted += [r for r in pin.current(root) if r in current]  # kzguard pin's holds stay
+    if sorted(set(wanted)) == sorted(current):
         return []
-    return lock.write(root, runner, sorted(wanted))
+    return lock.write(root, runner, sorted(set(wanted)))
 
 
 def _holds_wanted(config: Config, *, can_refuse: bool) -> bool:

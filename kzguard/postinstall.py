@@ -1,0 +1,331 @@
+"""The post-install check: judge a kernel just installed, before the next boot can use it.
+
+The kernel-install plugin (Fedora, EL), ``/etc/kernel/postinst.d/kzguard`` (Debian, Ubuntu,
+Proxmox) and the PostTransaction alpm hook (Arch) run ``kzguard hook post-install RELEASE``
+after DKMS and the initramfs generator, which is the last point where a kernel whose module
+failed can be kept from the next boot without harm. The kernel is judged with every check
+(module present, vermagic, DKMS state, signature under Secure Boot, kABI, initramfs on a ZFS
+root), whatever DKMS's exit codes said.
+
+- **safe**: the newest safe installed kernel becomes ``last_good`` in the state file, and
+  kzguard's pins on kernels now found safe are lifted (journal ``pin-removed``).
+- **unsafe or unknown**: ``on_module_failure`` decides. ``keep-default`` (the default) keeps
+  the boot default on the last good kernel (:func:`kzguard.actions.boot.keep`) and pins the
+  failed kernel (:mod:`kzguard.actions.pin`); ``warn`` only reports; ``fail`` does what
+  ``keep-default`` does and exits 1.
+
+The hook exits 0 unless ``on_module_failure: fail`` (a non-zero exit leaves the kernel package
+half-configured). When kzguard itself fails, ``on_error`` decides: ``allow`` exits 0, ``block``
+exits 1 (as the pre-transaction hooks do). Everything honours ``--dry-run``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+from kzguard.errors import KzguardError
+from kzguard.record import Record
+
+TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from typing import Optional, TextIO
+
+    from kzguard.config import Config
+    from kzguard.facts.host import Host
+    from kzguard.policy import KernelVerdict, Report
+    from kzguard.root import Root, Runner
+
+MANAGER = "post-install"
+GUARD_REASON = "failed the post-install check"  # in the boot guard's reason: kzguard set it
+WHO = "kzguard post-install"
+KEEP, WARN, FAIL = "keep-default", "warn", "fail"
+EXIT_FAIL = 1
+_VMLINUZ = re.compile(r"/?usr/lib/modules/([^/\s]+)/vmlinuz\Z")
+_META = re.compile(r"/?usr/src/zfs-[^/\s]+/META\Z")
+
+
+class PostInstallError(KzguardError):
+    """The post-install check could not be done (the kernel is not there, say)."""
+
+    name = "post-install"
+
+
+class Outcome(Record):
+    """What the check found and did for one kernel, and the exit code it asks for."""
+
+    release: str
+    verdict: str
+    action: str  # "recorded" (safe), or on_module_failure: keep-default, warn, fail
+    exit_code: int = 0
+    lines: tuple[str, ...] = ()
+    last_good: Optional[str] = None
+    error: Optional[str] = None  # a failure of an action (applied as on_error)
+
+
+def check(root: Root, release: str, *, config: Config, runner: Runner) -> Outcome:
+    """Judge ``release`` on ``root`` with every check, then act on the verdict."""
+    from kzguard.facts.host import gather_for
+    from kzguard.policy import judge
+
+    host = gather_for(root, config)
+    if host.installed_kernel(release) is None:
+        raise PostInstallError(
+            f"kernel {release} is not installed in {root.top}: no modules directory with a "
+            "kernel in it under /lib/modules or /usr/lib/modules"
+        )
+    others = [k.release for k in host.installed if k.release != release]
+    report = judge(host, config.zfs_ranges, kernels=[release, *others], ranges_origin=config.source)
+    verdicts = {k.release: k for k in report.kernels}
+    if verdicts[release].safe:
+        return _passed(root, runner, host, config, report, release)
+    return _failed(root, runner, config, report, release)
+
+
+def _passed(
+    root: Root, runner: Runner, host: Host, config: Config, report: Report, release: str
+) -> Outcome:
+    from kzguard import journal, state
+    from kzguard.actions import pin
+    from kzguard.kernelrelease import sort_key
+
+    safe = [k.release for k in report.kernels if k.safe]
+    newest = max(safe, key=sort_key)
+    message = f"kernel {release} passed the post-install check: {_modules(report, release)}"
+    lines = [f"kzguard: {message}"]
+    with state.locked(root, dry_run=runner.dry_run) as st:
+        before = st.data.get("last_good")
+        st.data["last_good"] = newest
+        st.event("post-install-safe", message, kernel=release, last_good=newest)
+        st.save()
+    if before != newest:
+        was = f" (was {before})" if before else ""
+        verb = "would record" if runner.dry_run else "recorded"
+        lines.append(f"kzguard: {verb} {newest} as the last good kernel{was}")
+    lifted = pin.lift_safe(root, runner, host, config, only=safe)
+    lines += lifted.lines
+    if lifted.releases:
+        lines += _release_guard(root, runner, lifted.releases)
+    if not runner.dry_run:
+        journal.event("post-install-safe", message, kernel=release, last_good=newest)
+    return Outcome(release, "safe", "recorded", 0, tuple(lines), newest)
+
+
+def _failed(root: Root, runner: Runner, config: Config, report: Report, release: str) -> Outcome:
+    from kzguard import journal, state
+    from kzguard.actions import pin
+
+    verdict = next(k for k in report.kernels if k.release == release)
+    codes = list(dict.fromkeys(r.code for r in verdict.reasons))
+    why = "; ".join(r.message for r in verdict.reasons) or verdict.verdict
+    message = f"kernel {release} failed the post-install check ({verdict.verdict}): {why}"
+    lines = [f"kzguard: {message}"]
+    policy = config.on_module_failure
+    good = None if policy == WARN else last_good(root, report, release)
+    error = None
+    if policy == WARN:
+        lines.append(
+            f"kzguard: on_module_failure is warn: nothing changed; if the next boot uses "
+            f"{release}, ZFS will not load"
+        )
+    else:
+        keep_lines, error = _keep_default(root, runner, release, good, codes)
+        lines += keep_lines
+        reason = f"{pin.POST_INSTALL_REASON} ({', '.join(codes) or verdict.verdict})"
+        lines += pin.add(root, runner, release, reason=reason, who=WHO, codes=codes, auto=True)
+    lines += _advice(report, verdict, pinned=policy != WARN)
+    with state.locked(root, dry_run=runner.dry_run) as st:
+        st.event("post-install-failed", message, kernel=release, action=policy, codes=codes)
+        st.save()
+    if not runner.dry_run:
+        journal.event(
+            "post-install-failed",
+            message,
+            priority=journal.ERROR if policy == FAIL else journal.WARNING,
+            shown=True,
+            kernel=release,
+            action=policy,
+            codes=codes,
+            last_good=good,
+        )
+    exit_code = EXIT_FAIL if policy == FAIL else 0
+    return Outcome(release, verdict.verdict, policy, exit_code, tuple(lines), good, error)
+
+
+def last_good(root: Root, report: Report, failed: str) -> Optional[str]:
+    """The kernel to keep the boot default on: the recorded last good kernel if it is still
+    installed and safe, else the newest installed kernel judged safe now (the running one
+    among them)."""
+    from kzguard import state
+    from kzguard.kernelrelease import sort_key
+
+    safe = [k.release for k in report.kernels if k.safe and k.release != failed]
+    recorded = state.read(root).get("last_good")
+    if isinstance(recorded, str) and recorded in safe:
+        return recorded
+    return max(safe, key=sort_key, default=None)
+
+
+def _keep_default(
+    root: Root, runner: Runner, release: str, good: Optional[str], codes: Sequence[str]
+) -> tuple[list[str], Optional[str]]:
+    """Keep the boot default on ``good``: the lines, and the error when kzguard failed (an
+    exception: it meets ``on_error``). A guard that cannot act here (no supported bootloader,
+    ``GRUB_DEFAULT`` not ``saved``...) is reported as a warning, and the hook still exits as
+    ``on_module_failure`` says."""
+    if good is None:
+        return [
+            "kzguard: no other installed kernel passes the check, so there is no good kernel "
+            f"to keep the boot default on: do not reboot until the zfs module of {release} is "
+            "fixed (below)"
+        ], None
+    from kzguard.actions import boot
+
+    reason = f"{release} {GUARD_REASON} ({', '.join(codes)})"
+    try:
+        change = boot.keep(root, runner, good, reason=reason)
+    except Exception as exc:  # noqa: BLE001 - the pin still goes on; the error meets on_error
+        error = f"could not keep the boot default on {good}: {exc}"
+        return [f"kzguard: {error}"], error
+    if not getattr(change, "failed", False):
+        return [f"kzguard: {change.message}"], None
+    return [
+        f"kzguard: WARNING: {change.message}",
+        f"kzguard: WARNING: the next boot may use {release}, whose zfs module will not load: "
+        f"choose {good} in the boot menu, or make it the default by hand (`kzguard boot show` "
+        "names the entries)",
+    ], None
+
+
+def _release_guard(root: Root, runner: Runner, lifted: Sequence[str]) -> list[str]:
+    """The kernels the post-install check kept the boot default away from pass now: once no
+    kernel kzguard pinned is left, restore the default the guard replaced
+    (:func:`kzguard.actions.boot.release`). A guard an admin set by hand stays."""
+    from kzguard import state
+    from kzguard.actions import pin
+
+    record = state.read(root).get("boot") or {}
+    if not record.get("loader") or GUARD_REASON not in str(record.get("reason", "")):
+        return []
+    left = [r for r, p in pin.current(root).items() if p.auto and r not in lifted]
+    if left:
+        kept = record.get("kept")
+        return [f"kzguard: the boot default stays on {kept}: {', '.join(left)} still pinned"]
+    from kzguard.actions import boot
+
+    return [f"kzguard: {boot.release(root, runner).message}"]
+
+
+def _advice(report: Report, verdict: KernelVerdict, *, pinned: bool) -> list[str]:
+    from kzguard import doctor
+
+    commands: list[str] = []
+    for item in doctor.advise(report._replace(kernels=(verdict,))):
+        commands += [c for c in item.commands if c not in commands]
+    lines = ["kzguard: what to do (`kzguard doctor` explains each step):"]
+    lines += [f"kzguard:     {c}" for c in commands]
+    release = verdict.release
+    if pinned:
+        lines.append(
+            f"kzguard: the pin and the kept boot default lift themselves once a check finds "
+            f"{release} safe (run `kzguard hook post-install {release}` after fixing it); to "
+            f"undo them now: `kzguard pin remove {release}` and `kzguard boot release`"
+        )
+    return lines
+
+
+def _modules(report: Report, release: str) -> str:
+    verdict = next(k for k in report.kernels if k.release == release)
+    found = [f"{name} {m.version or ''}".strip() for name, m in verdict.modules if m is not None]
+    return ", ".join(found) or "nothing to check"
+
+
+# --- the hook ----------------------------------------------------------------------------------
+
+
+def releases_from_targets(root: Root, targets: Iterable[str]) -> list[str]:
+    """The kernel releases to check from pacman's NeedsTargets lines: each ``vmlinuz`` path
+    written, and with a new ZFS source (a ``META`` path) every installed kernel kzguard pinned,
+    so that a pin lifts itself once DKMS has built the new ZFS for it."""
+    releases: dict[str, None] = {}
+    zfs_changed = False
+    for line in targets:
+        target = line.strip()
+        kernel = _VMLINUZ.match(target)
+        if kernel:
+            releases[kernel.group(1)] = None
+        elif _META.match(target):
+            zfs_changed = True
+    if zfs_changed:
+        from kzguard.actions import pin
+        from kzguard.facts.kernels import installed_releases
+
+        installed = installed_releases(root, ("/lib/modules", "/usr/lib/modules"))
+        for release, info in pin.current(root).items():
+            if info.auto and release in installed:
+                releases[release] = None
+    return list(releases)
+
+
+def hook_main(
+    releases: Sequence[str],
+    *,
+    root_option: Optional[str] = None,
+    config_path: Optional[str] = None,
+    dry_run: bool = False,
+    targets: Optional[TextIO] = None,
+    out: Optional[TextIO] = None,
+) -> int:
+    """Check each kernel and print what was found and done; the exit code for the hook."""
+    from kzguard.root import Root, Runner
+
+    out = out or sys.stderr
+    root_path = root_option or "/"
+    runner = Runner(dry_run=dry_run)
+    try:
+        from kzguard.config import load_config
+
+        root = Root.open(root_path)
+        config = load_config(root, config_path)
+        if targets is not None:
+            releases = releases_from_targets(root, targets)
+    except Exception as exc:  # noqa: BLE001 - any failure of kzguard itself meets on_error
+        return _on_error(exc, root_path, config_path, None, out)
+    code = 0
+    for release in releases:
+        try:
+            outcome = check(root, release, config=config, runner=runner)
+        except Exception as exc:  # noqa: BLE001 - as above
+            code = max(code, _on_error(exc, root_path, config_path, release, out))
+            continue
+        for line in outcome.lines:
+            print(line, file=out)
+        code = max(code, outcome.exit_code)
+        if outcome.error:
+            failure = PostInstallError(outcome.error)
+            code = max(code, _on_error(failure, root_path, config_path, release, out))
+    return code
+
+
+def _on_error(
+    exc: Exception, root_path: str, config_path: Optional[str], release: Optional[str], out: TextIO
+) -> int:
+    from kzguard.gate import error_outcome
+
+    what = f"kernel {release}" if release else "the new kernel"
+    check = f"`kzguard check --kernel {release}`" if release else "`kzguard check`"
+    refuse, message = error_outcome(
+        MANAGER,
+        exc,
+        root_path,
+        config_path,
+        outcomes=(
+            f"exiting 1 so that the package manager reports {what} as not set up; "
+            f"run {check} once fixed",
+            f"{what} stays installed unchecked; run {check}",
+        ),
+        kernel=release,
+    )
+    print(f"kzguard: {message}", file=out)
+    return EXIT_FAIL if refuse else 0
