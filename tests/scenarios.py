@@ -74,3 +74,18 @@ def ubuntu_prebuilt(path: Path) -> HostTree:
         for name in ("zfs", "spl"):
             tree.module(release, name, "2.2.2-0ubuntu9", location="kernel/zfs", compression="zst")
     return tree
+
+
+def debian_new_kernel(path: Path, release: str, *, module: bool, failed: str = "built") -> HostTree:
+    """:func:`debian_dkms` plus an installed ``release`` whose DKMS build left its modules
+    (``module``) or did not (DKMS state ``failed``), and an empty dpkg status."""
+    tree = debian_dkms(path)
+    tree.write("/var/lib/dpkg/status", "")
+    tree.kernel(release)
+    if module:
+        for name in ("zfs", "spl"):
+            tree.module(release, name, "2.2.7-1")
+        tree.dkms("zfs", "2.2.7", release)
+    else:
+        tree.dkms("zfs", "2.2.7", release, state=failed)
+    return tree

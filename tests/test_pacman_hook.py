@@ -21,6 +21,7 @@ from kzguard.gate import hook_main, run_gate
 from kzguard.managers import pacman
 from kzguard.root import Root, Runner
 from kzguard.transaction import Transaction
+from tests.tools import alpm_sections
 
 HOOK = Path(__file__).resolve().parent.parent / "hooks" / "pacman" / "05-kzguard-pre.hook"
 OLD, NEW = "6.12.4-arch1-1", "6.13.1-arch1-1"
@@ -244,18 +245,7 @@ def test_hold_exits_non_zero_like_block(arch, capsys):
 
 
 def hook_sections() -> list[tuple[str, list[tuple[str, str]]]]:
-    """The hook file as alpm reads it: sections of (key, value), keys may repeat."""
-    sections: list[tuple[str, list[tuple[str, str]]]] = []
-    for raw in HOOK.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("["):
-            sections.append((line.strip("[]"), []))
-        else:
-            key, _, value = line.partition("=")
-            sections[-1][1].append((key.strip(), value.strip()))
-    return sections
+    return alpm_sections(HOOK)
 
 
 def test_hook_file_runs_before_the_transaction_and_can_abort_it():

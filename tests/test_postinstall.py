@@ -22,7 +22,7 @@ from kzguard.config import load_config
 from kzguard.errors import CommandError
 from kzguard.root import Root, Runner
 from tests import scenarios as sc
-from tests.tools import run
+from tests.tools import alpm_sections, run
 
 pytestmark = pytest.mark.real  # root trees hold gcc-built modules
 
@@ -81,16 +81,7 @@ def boot(monkeypatch) -> BootRecorder:
 def debian(path: Path, *, module: bool) -> HostTree:
     """Debian 12 with zfs-dkms 2.2.7, the running kernel good, and a new backports kernel whose
     DKMS build left a module (``module``) or did not (DKMS says built, nothing installed)."""
-    tree = sc.debian_dkms(path)
-    tree.write("/var/lib/dpkg/status", "")
-    tree.kernel(NEW)
-    if module:
-        for name in ("zfs", "spl"):
-            tree.module(NEW, name, "2.2.7-1")
-        tree.dkms("zfs", "2.2.7", NEW)
-    else:
-        tree.dkms("zfs", "2.2.7", NEW, state="built")
-    return tree
+    return sc.debian_new_kernel(path, NEW, module=module)
 
 
 def check(path: Path, release: str = NEW, *, dry_run: bool = False) -> postinstall.Outcome:
@@ -391,22 +382,8 @@ def test_hook_scripts_do_nothing_without_kzguard(tmp_path):
     assert run("/bin/sh", KERNEL_INSTALL, "add", NEW, env=env).returncode == 0
 
 
-def alpm_sections() -> list[tuple[str, list[tuple[str, str]]]]:
-    sections: list[tuple[str, list[tuple[str, str]]]] = []
-    for raw in ALPM_HOOK.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("["):
-            sections.append((line.strip("[]"), []))
-        else:
-            key, _, value = line.partition("=")
-            sections[-1][1].append((key.strip(), value.strip()))
-    return sections
-
-
 def test_the_alpm_hook_runs_after_dkms_and_mkinitcpio(tmp_path):
-    sections = alpm_sections()
+    sections = alpm_sections(ALPM_HOOK)
     assert [name for name, _ in sections] == ["Trigger", "Action"]
     trigger, action = sections[0][1], dict(sections[1][1])
     assert action["When"] == "PostTransaction" and "NeedsTargets" in action

@@ -53,15 +53,7 @@ def debian_root(path: Path, *, module: bool) -> HostTree:
     installed, update-grub's grub.cfg lists it first and saved_entry names it (as a kernel
     hook that moves the default leaves it). DKMS built its module, or left none (``module``)."""
     need("grub-editenv")
-    tree = sc.debian_dkms(path)
-    tree.write("/var/lib/dpkg/status", "")
-    tree.kernel(NEW)
-    if module:
-        for name in ("zfs", "spl"):
-            tree.module(NEW, name, "2.2.7-1")
-        tree.dkms("zfs", "2.2.7", NEW)
-    else:
-        tree.dkms("zfs", "2.2.7", NEW, state="build-failed")
+    tree = sc.debian_new_kernel(path, NEW, module=module, failed="build-failed")
     for release in (OLD, NEW):
         tree.boot_kernel(release, "initrd.img-{}")
     tree.write("/etc/default/grub", bootfiles.default_grub("saved"))

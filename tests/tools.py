@@ -30,3 +30,20 @@ def need(*tools: str) -> None:
             trust.tool(name)
         except ToolchainError as exc:
             pytest.skip(f"{exc} (scripts/setup-dev installs it)")
+
+
+def alpm_sections(path) -> list[tuple[str, list[tuple[str, str]]]]:
+    """An alpm hook file as libalpm reads it: sections of (key, value); keys may repeat."""
+    from pathlib import Path
+
+    sections: list[tuple[str, list[tuple[str, str]]]] = []
+    for raw in Path(path).read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            sections.append((line.strip("[]"), []))
+        else:
+            key, _, value = line.partition("=")
+            sections[-1][1].append((key.strip(), value.strip()))
+    return sections
