@@ -69,7 +69,7 @@ def keep(root: Root, runner: Runner, release: str, *, reason: str) -> BootChange
     target = _target(root, boot, runner)
     entry = boot.entry_for(release)
     if target is None:
-        why_not: Optional[str] = f"no supported bootloader found ({boot.source})"
+        why_not: Optional[str] = boot.source  # says which bootloaders were looked for
     elif entry is None:
         why_not = f"{boot.loader} has no boot entry for {release}"
     else:
