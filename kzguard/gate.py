@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from collections.abc import Mapping
 
 from kzguard import journal
@@ -96,7 +97,7 @@ def run_gate(
                 manager=transaction.manager,
             )
         if decision.action in (ALLOW, WARN) and config.snapshots.enabled:  # it goes ahead
-            decision = _snapshot(root, runner, config, transaction, decision)
+            decision = _snapshot(root, runner, config, transaction, decision, st)
         _record(st, transaction, decision)
         st.save()
     return decision
@@ -124,7 +125,12 @@ def _pinned(data: Mapping[str, object]) -> dict[str, str]:
 
 
 def _snapshot(
-    root: Root, runner: Runner, config: Config, transaction: Transaction, decision: Decision
+    root: Root,
+    runner: Runner,
+    config: Config,
+    transaction: Transaction,
+    decision: Decision,
+    st: State,
 ) -> Decision:
     from kzguard.actions import snapshot
 
@@ -140,6 +146,8 @@ def _snapshot(
         reason=f"{transaction.manager}-{what}",
     )
     decision = decision.with_line(f"kzguard: {result.message}")
+    if result.status == snapshot.TAKEN and not runner.dry_run:
+        st.data.setdefault("counters", {})["snapshot_last_success"] = time.time()
     if result.failed and config.snapshots.required:
         return decision.with_block(
             "kzguard: refusing the transaction: the snapshot failed and snapshots.required is true"
@@ -157,6 +165,10 @@ def _record(st: State, transaction: Transaction, decision: Decision) -> None:
     kernels = [*decision.blocked, *decision.held, *decision.warned]
     message = f"{transaction.manager}: {decision.action} {', '.join(kernels) or 'transaction'}"
     st.event(kind, message, manager=transaction.manager, kernels=kernels)
+    if decision.action == BLOCK:
+        from kzguard import state
+
+        state.count_blocked(st.data, transaction.manager)
     priority = journal.WARNING if decision.action == WARN else journal.ERROR
     journal.event(
         kind, message, priority=priority, shown=True, manager=transaction.manager, kernel=kernels

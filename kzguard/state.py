@@ -34,7 +34,21 @@ class StateError(KzguardError):
 
 
 def empty() -> dict[str, Any]:
-    return {"format": FORMAT, "pins": {}, "allow": {}, "boot": {}, "last_good": None, "events": []}
+    return {
+        "format": FORMAT,
+        "pins": {},
+        "allow": {},
+        "boot": {},
+        "last_good": None,
+        "events": [],
+        "counters": {},  # monotonic: {"blocked": {manager: n}, "snapshot_last_success": t}
+    }
+
+
+def count_blocked(data: dict[str, Any], manager: str) -> None:
+    """One more refused transaction for ``manager`` (the metrics' counter never goes down)."""
+    blocked = data.setdefault("counters", {}).setdefault("blocked", {})
+    blocked[manager] = int(blocked.get(manager, 0)) + 1
 
 
 class State:

@@ -1,0 +1,1 @@
+"""The long-running service: core (no bus), daemon, metrics, D-Bus."""

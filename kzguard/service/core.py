@@ -1,0 +1,174 @@
+"""The service's core: the current judgement of the host, and the admin actions, without a bus.
+
+:class:`Core` holds the configuration and the last :class:`Snapshot` (every kernel's verdict,
+the next boot, counters read from the state file). ``check()`` judges the host again and tells
+its listeners when a verdict changed; the daemon calls it from the watcher and the periodic
+timer, the metrics collector and the D-Bus object read ``last``. Nothing here imports dbus or
+prometheus_client (firewalld's core/server split): the core runs and is tested without a daemon.
+"""
+
+from __future__ import annotations
+
+import time
+
+from kzguard.record import Record
+from kzguard.root import Root, Runner
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Optional
+
+    from kzguard.config import Config
+    from kzguard.policy import Report
+
+# What the watcher watches, in-root: kernels, modules, DKMS, bootloader, package metadata,
+# kzguard's own configuration and state. Missing ones are skipped.
+WATCHED = (
+    "/lib/modules",
+    "/usr/lib/modules",
+    "/var/lib/dkms",
+    "/usr/src",
+    "/boot",
+    "/boot/loader/entries",
+    "/boot/grub",
+    "/boot/grub2",
+    "/etc/kzguard",
+    "/etc/default/grub",
+    "/var/cache/dnf",
+    "/var/cache/libdnf5",
+    "/var/lib/apt/lists",
+    "/var/lib/pacman/sync",
+    "/var/lib/kzguard",
+)
+
+
+class Snapshot(Record):
+    """One full judgement of the host, and what the state file counts."""
+
+    report: Report
+    taken_at: float  # time.time() when the check finished
+    duration: float  # seconds the check took
+    blocked: dict[str, int]  # transactions refused so far, by manager (from state events)
+    snapshot_success: Optional[float] = None  # time of the newest kzguard snapshot taken
+
+    def verdicts(self) -> dict[str, str]:
+        return {k.release: k.verdict for k in self.report.kernels}
+
+
+class Core:
+    """The host as the service sees it. Not thread-safe: the daemon's main loop owns it."""
+
+    def __init__(self, root: Root, config_path: Optional[str] = None, *, runner: Runner):
+        from kzguard.config import load_config
+
+        self.root = root
+        self.config_path = config_path
+        self.runner = runner
+        self.config: Config = load_config(root, config_path)
+        self.last: Optional[Snapshot] = None
+        self.error: Optional[str] = None  # the last check's failure, if it failed
+        self._listeners: list[Callable[[Optional[Snapshot], Snapshot], None]] = []
+
+    def add_listener(self, listener: Callable[[Optional[Snapshot], Snapshot], None]) -> None:
+        """Call ``listener(old, new)`` after each check whose verdicts differ from the last."""
+        self._listeners.append(listener)
+
+    def check(self) -> Snapshot:
+        """Judge every installed and pending kernel again (a fresh Root: nothing cached)."""
+        from kzguard.facts.host import gather_for
+        from kzguard.policy import judge
+
+        started = time.monotonic()
+        root = Root(self.root.top)
+        host = gather_for(root, self.config)
+        report = judge(host, self.config.zfs_ranges, ranges_origin=self.config.source)
+        blocked, snapped = _counters(root)
+        new = Snapshot(report, time.time(), time.monotonic() - started, blocked, snapped)
+        old, self.last, self.error = self.last, new, None
+        if old is None or old.verdicts() != new.verdicts() or _next(old) != _next(new):
+            for listener in self._listeners:
+                listener(old, new)
+        return new
+
+    def reload(self) -> Optional[str]:
+        """Re-read the configuration; a bad one keeps the old and returns why."""
+        from kzguard.config import load_config
+        from kzguard.errors import ConfigError
+
+        try:
+            self.config = load_config(Root(self.root.top), self.config_path)
+        except ConfigError as exc:
+            return f"configuration not reloaded, keeping the old one: {exc}"
+        return None
+
+    def watched_paths(self) -> list[str]:
+        """Host paths of the WATCHED directories and files that exist in the root."""
+        return [self.root.resolve(p).as_posix() for p in WATCHED if self.root.exists(p)]
+
+    # --- admin actions (the D-Bus object authorises; these only act) ---------------------
+
+    def pin(self, release: str, who: str) -> list[str]:
+        from kzguard.actions import pin
+
+        return pin.add(self.root, self.runner, release, reason=f"pinned by {who}", who=who)
+
+    def unpin(self, release: str, who: str) -> list[str]:
+        from kzguard.actions import pin
+
+        return pin.remove(self.root, self.runner, release, why=f"unpinned by {who}")
+
+    def boot_keep(self, release: str, who: str) -> str:
+        from kzguard.actions import boot
+
+        return boot.keep(self.root, self.runner, release, reason=f"kept by {who}").message
+
+    def boot_release(self) -> str:
+        from kzguard.actions import boot
+
+        return boot.release(self.root, self.runner).message
+
+    def snapshot(self, reason: str) -> str:
+        from kzguard.actions import snapshot
+
+        snap = self.config.snapshots
+        result = snapshot.take(
+            self.root,
+            self.runner,
+            dataset=snap.dataset,
+            keep=snap.keep,
+            manager="kzguard",
+            kernels=(),
+            reason=reason,
+        )
+        return result.message
+
+    def shutdown_check(self) -> str:
+        """The last check before a shutdown or reboot: if the next boot is unsafe, move the
+        default back to the last good kernel. Returns what was found and done."""
+        from kzguard.actions import boot
+        from kzguard.postinstall import last_good
+
+        report = self.check().report
+        nb = report.next_boot
+        if nb is None or nb.safe:
+            return f"next boot {nb.release if nb else 'unknown'} is safe"
+        good = last_good(self.root, report, nb.release)
+        if good is None:
+            return f"next boot {nb.release} is {nb.verdict}, and no installed kernel is safe"
+        change = boot.keep(self.root, self.runner, good, reason=f"shutdown: {nb.release} unsafe")
+        return f"next boot {nb.release} is {nb.verdict}: {change.message}"
+
+
+def _next(snapshot: Snapshot) -> Optional[tuple[str, bool]]:
+    nb = snapshot.report.next_boot
+    return (nb.release, nb.safe) if nb else None
+
+
+def _counters(root: Root) -> tuple[dict[str, int], Optional[float]]:
+    """Refused transactions per manager and the last snapshot's time (state file counters)."""
+    from kzguard import state
+
+    counters = state.read(root).get("counters", {})
+    blocked = {str(k): int(v) for k, v in dict(counters.get("blocked", {})).items()}
+    snapped = counters.get("snapshot_last_success")
+    return blocked, float(snapped) if isinstance(snapped, (int, float)) else None
