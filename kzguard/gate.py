@@ -100,6 +100,10 @@ def run_gate(
             decision = _snapshot(root, runner, config, transaction, decision, st)
         _record(st, transaction, decision)
         st.save()
+    if not runner.dry_run:  # the service re-checks now rather than at its next look
+        from kzguard.service.notify import notify_change
+
+        notify_change("transaction", root=root.top, manager=transaction.manager)
     return decision
 
 

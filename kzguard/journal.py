@@ -32,6 +32,7 @@ MESSAGE_IDS = {
     "boot-default-failed": "7bcb2b3763124ce49b3832df92783673",
     "post-install-safe": "3d82505187084d31814a1613d665a885",
     "post-install-failed": "ce55dc7fc947415aa74dce6c94fb172e",
+    "shutdown-check": "ee6d98dc01e94cbda43e2ceaba8150f5",
 }
 _PREFIX = "KZGUARD_"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"

@@ -79,8 +79,14 @@ def check(root: Root, release: str, *, config: Config, runner: Runner) -> Outcom
     report = judge(host, config.zfs_ranges, kernels=[release, *others], ranges_origin=config.source)
     verdicts = {k.release: k for k in report.kernels}
     if verdicts[release].safe:
-        return _passed(root, runner, host, config, report, release)
-    return _failed(root, runner, config, report, release)
+        outcome = _passed(root, runner, host, config, report, release)
+    else:
+        outcome = _failed(root, runner, config, report, release)
+    if not runner.dry_run:  # the service re-checks now rather than at its next look
+        from kzguard.service.notify import notify_change
+
+        notify_change("post-install", root=root.top, kernel=release)
+    return outcome
 
 
 def _passed(

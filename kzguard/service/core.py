@@ -66,8 +66,20 @@ class Core:
         self.runner = runner
         self.config: Config = load_config(root, config_path)
         self.last: Optional[Snapshot] = None
-        self.error: Optional[str] = None  # the last check's failure, if it failed
+        self._error: Optional[str] = None
+        self.errors = 0  # failed checks so far (the metric kzguard_check_errors_total)
         self._listeners: list[Callable[[Optional[Snapshot], Snapshot], None]] = []
+
+    @property
+    def error(self) -> Optional[str]:
+        """The last check's failure, if it failed; setting one counts it in ``errors``."""
+        return self._error
+
+    @error.setter
+    def error(self, message: Optional[str]) -> None:
+        if message is not None:
+            self.errors += 1
+        self._error = message
 
     def add_listener(self, listener: Callable[[Optional[Snapshot], Snapshot], None]) -> None:
         """Call ``listener(old, new)`` after each check whose verdicts differ from the last."""
@@ -118,9 +130,14 @@ class Core:
         return pin.remove(self.root, self.runner, release, why=f"unpinned by {who}")
 
     def boot_keep(self, release: str, who: str) -> str:
+        """Keep the boot default on ``release``; a guard that cannot act is an error."""
         from kzguard.actions import boot
+        from kzguard.errors import KzguardError
 
-        return boot.keep(self.root, self.runner, release, reason=f"kept by {who}").message
+        change = boot.keep(self.root, self.runner, release, reason=f"kept by {who}")
+        if change.failed:
+            raise KzguardError(change.message)
+        return change.message
 
     def boot_release(self) -> str:
         from kzguard.actions import boot
