@@ -153,6 +153,25 @@ def build_parser() -> argparse.ArgumentParser:
     snapshot.add_argument("--reason", default="manual", help="the reason in the snapshot name")
     snapshot.set_defaults(func=cmd_snapshot)
 
+    daemon = sub.add_parser(
+        "daemon",
+        parents=[common],
+        help="the service: watch the host, check on changes, metrics, D-Bus (systemd Type=notify)",
+    )
+    daemon.add_argument(
+        "--interval", default="6h", help="full check at least this often (e.g. 30m, 6h; default 6h)"
+    )
+    daemon.add_argument(
+        "--debounce", default="500ms", help="wait this long after the last change (default 500ms)"
+    )
+    daemon.add_argument(
+        "--bus",
+        default="system",
+        metavar="system|none|ADDRESS",
+        help="the D-Bus to serve org.kzguard.Guard1 on (default: the system bus)",
+    )
+    daemon.set_defaults(func=cmd_daemon)
+
     from kzguard import cli_boot  # kzguard boot show|keep|release
 
     cli_boot.add_parser(sub, common, _subparser)
@@ -375,6 +394,24 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     for name in result.destroyed:
         print(f"kzguard: destroyed old snapshot {name}")
     return EXIT_INTERNAL if result.failed else EXIT_SAFE
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    """Run the service until SIGTERM (GLib main loop, sd_notify, inotify)."""
+    try:
+        from kzguard.service import daemon
+    except ImportError as exc:
+        raise KzguardError(f"the daemon needs PyGObject (kzguard[service]): {exc}") from exc
+
+    return daemon.main(
+        args.root or "/",
+        args.config,
+        interval=args.interval,
+        debounce=args.debounce,
+        bus=args.bus,
+        dry_run=args.dry_run,
+        verbosity=args.verbose,
+    )
 
 
 def _setup_logging(verbosity: int) -> None:
