@@ -27,7 +27,7 @@ from kzguard.service import names
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from typing import Callable, Optional
+    from typing import Any, Callable, Optional
 
     from kzguard.policy import NextBoot
     from kzguard.service.core import Core, Snapshot
@@ -169,6 +169,17 @@ class Authority:
 # --- the object --------------------------------------------------------------------------------
 
 
+def _changing(in_signature: str) -> Any:
+    """A method that changes the system: authorised per caller, answered asynchronously."""
+    return dbus.service.method(
+        names.INTERFACE,
+        in_signature=in_signature,
+        out_signature="s",
+        sender_keyword="sender",
+        async_callbacks=("reply", "error"),
+    )
+
+
 class Guard1(dbus.service.Object):
     """``org.kzguard.Guard1`` on one bus connection; see docs/dbus.md."""
 
@@ -212,56 +223,26 @@ class Guard1(dbus.service.Object):
 
     # --- changing: root or polkit ------------------------------------------------------------
 
-    @dbus.service.method(
-        names.INTERFACE,
-        in_signature="s",
-        out_signature="s",
-        sender_keyword="sender",
-        async_callbacks=("reply", "error"),
-    )
+    @_changing("s")
     def Pin(self, release, sender=None, reply=None, error=None):
         release = _release(release)
         self._manage(sender, reply, error, lambda who: _lines(self._core.pin(release, who)))
 
-    @dbus.service.method(
-        names.INTERFACE,
-        in_signature="s",
-        out_signature="s",
-        sender_keyword="sender",
-        async_callbacks=("reply", "error"),
-    )
+    @_changing("s")
     def Unpin(self, release, sender=None, reply=None, error=None):
         release = _release(release)
         self._manage(sender, reply, error, lambda who: _lines(self._core.unpin(release, who)))
 
-    @dbus.service.method(
-        names.INTERFACE,
-        in_signature="s",
-        out_signature="s",
-        sender_keyword="sender",
-        async_callbacks=("reply", "error"),
-    )
+    @_changing("s")
     def KeepBootDefault(self, release, sender=None, reply=None, error=None):
         release = _release(release)
         self._manage(sender, reply, error, lambda who: self._core.boot_keep(release, who))
 
-    @dbus.service.method(
-        names.INTERFACE,
-        in_signature="",
-        out_signature="s",
-        sender_keyword="sender",
-        async_callbacks=("reply", "error"),
-    )
+    @_changing("")
     def ReleaseBootDefault(self, sender=None, reply=None, error=None):
         self._manage(sender, reply, error, lambda who: self._core.boot_release())
 
-    @dbus.service.method(
-        names.INTERFACE,
-        in_signature="s",
-        out_signature="s",
-        sender_keyword="sender",
-        async_callbacks=("reply", "error"),
-    )
+    @_changing("s")
     def SnapshotNow(self, reason, sender=None, reply=None, error=None):
         reason = _reason(reason)
         self._manage(sender, reply, error, lambda who: self._core.snapshot(reason))

@@ -311,14 +311,19 @@ class Daemon:
             self._missing.add(what)
             _log().warning("%s: going on without it", message)
 
+    def _metrics_module(self) -> Any:
+        """kzguard.service.metrics, imported once (None, said once, when it cannot be)."""
+        if self._metrics is None:
+            self._metrics = self._module("metrics")
+        return self._metrics
+
     def _write_textfile(self) -> None:
         path = self._textfile_path()
         if path is None:
             return
-        metrics = self._metrics or self._module("metrics")
+        metrics = self._metrics_module()
         if metrics is None:
             return
-        self._metrics = metrics
         try:
             metrics.write_textfile(self.core, path)
         except Exception as exc:  # noqa: BLE001 - metrics trouble must not stop the checks
@@ -334,10 +339,9 @@ class Daemon:
         self._listen = listen
         if not listen:
             return
-        metrics = self._metrics or self._module("metrics")
+        metrics = self._metrics_module()
         if metrics is None:
             return
-        self._metrics = metrics
         try:
             self._server = metrics.serve(self.core, listen)
         except Exception as exc:  # noqa: BLE001 - a busy port must not stop the guard
