@@ -19,7 +19,7 @@ _kzguard() {
         --config) COMPREPLY=($(compgen -f -- "$cur")); return ;;
     esac
     case "$path" in
-        "") words="status check doctor hook pin allow snapshot daemon boot --config --dry-run --help --json --root --verbose --version -h -v" ;;
+        "") words="status check doctor hook pin allow cleanup snapshot daemon boot --config --dry-run --help --json --root --verbose --version -h -v" ;;
         "status") words="--config --dry-run --help --json --root --verbose -h -v" ;;
         "check") words="--config --dry-run --help --json --kernel --root --verbose --zfs-version -h -v" ;;
         "doctor") words="--config --dry-run --help --json --root --verbose -h -v" ;;
@@ -29,6 +29,7 @@ _kzguard() {
         "pin add") words="--config --dry-run --help --json --reason --root --verbose -h -v" ;;
         "pin remove") words="--config --dry-run --help --json --root --verbose -h -v" ;;
         "allow") words="--config --dry-run --help --json --list --remove --root --verbose -h -v" ;;
+        "cleanup") words="--config --dry-run --help --json --root --verbose -h -v" ;;
         "snapshot") words="--config --dry-run --help --json --reason --root --verbose -h -v" ;;
         "daemon") words="--bus --config --debounce --dry-run --help --interval --json --root --verbose -h -v" ;;
         "boot") words="show keep release --config --dry-run --help --json --root --verbose -h -v" ;;
@@ -49,6 +50,7 @@ _kzguard_has() {
         "pin add") return 0 ;;
         "pin remove") return 0 ;;
         "allow") return 0 ;;
+        "cleanup") return 0 ;;
         "snapshot") return 0 ;;
         "daemon") return 0 ;;
         "boot") return 0 ;;

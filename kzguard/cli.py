@@ -147,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     allow.add_argument("--remove", action="store_true", help="withdraw the override")
     allow.set_defaults(func=cmd_allow)
 
+    cleanup = sub.add_parser(
+        "cleanup",
+        parents=[common],
+        help="remove every APT pin and dnf5 versionlock entry kzguard wrote (before uninstalling)",
+    )
+    cleanup.set_defaults(func=cmd_cleanup)
+
     snapshot = sub.add_parser(
         "snapshot", parents=[common], help="snapshot the boot environment now (as a hook would)"
     )
@@ -371,6 +378,17 @@ def cmd_allow(args: argparse.Namespace) -> int:
             print(f"kzguard: the next transaction {verb} {args.release} through once")
         st.save()
     return 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    """Take back kzguard's entries in the package managers' configuration."""
+    from kzguard.actions.cleanup import remove_manager_config
+    from kzguard.root import Root, Runner
+
+    lines = remove_manager_config(Root.open(args.root or "/"), Runner(dry_run=args.dry_run))
+    for line in lines or ["nothing of kzguard's in the package managers' configuration"]:
+        print(f"kzguard: {line}")
+    return EXIT_SAFE
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:

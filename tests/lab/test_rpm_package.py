@@ -271,3 +271,13 @@ def test_erasing_the_package_leaves_dnf_as_it_was(dnf_lab, packaged_root):
     assert proc.returncode == 0, proc.output
     assert "kzguard" not in proc.output
     assert "kernel-core-6.13.2" in installed(root)
+
+
+@pytest.mark.real
+@needs_rpmbuild
+def test_last_removal_takes_back_kzguards_package_manager_entries(rpm_package):
+    """The %preun scriptlet runs `kzguard cleanup` on the last removal (tests/test_cleanup.py
+    shows what that removes); the lab erases with --noscripts, as PID 1 is not systemd here."""
+    scripts = "\n".join(rpm_query("-qp", "--scripts", str(rpm_package)))
+    preun = scripts.split("preuninstall scriptlet", 1)[1].split("scriptlet", 1)[0]
+    assert "kzguard cleanup" in preun and "$1 -eq 0" in preun
