@@ -220,13 +220,11 @@ def hold_configured(root: Root, config_path: Optional[str] = None) -> Optional[C
 
 
 def pinned(root: Root) -> list[Held]:
-    """Kernels pinned back in the state file (the keys of its ``pins``)."""
-    from kzguard import state
+    """Kernels pinned back in the state file (kzguard.actions.pin reads it; other managers'
+    entries there, like APT stanzas, are not kernels)."""
+    from kzguard.actions import pin
 
-    if not root.exists(state.STATE_FILE):
-        return []
-    pins = state.read(root).get("pins") or {}
-    return [Held(release, "pinned by kzguard") for release in sorted(pins)]
+    return [Held(release, "pinned by kzguard") for release in pin.current(root)]
 
 
 def unsupported(
