@@ -42,7 +42,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple, Optional
 
 from kzguard.errors import FactError
-from kzguard.facts.osrelease import read_os_release
+from kzguard.facts.osrelease import OsRelease, read_os_release
 from kzguard.record import Record
 from kzguard.root import Root
 
@@ -93,12 +93,19 @@ class _Spec(NamedTuple):
 class _Tree:
     """What one :func:`read_tree` call needs: the root, the tree paths, a dkms.conf cache."""
 
-    def __init__(self, root: Root, dkms_tree: str, source_tree: str, install_trees: Sequence[str]):
+    def __init__(
+        self,
+        root: Root,
+        dkms_tree: str,
+        source_tree: str,
+        install_trees: Sequence[str],
+        os_release: Optional[OsRelease],
+    ):
         self.root = root
         self.dkms_tree = dkms_tree
         self.source_tree = source_tree
         self.install_trees = tuple(install_trees)
-        self.override = install_location(root)
+        self.override = install_location(root, os_release)
         self._confs: dict[str, Optional[list[tuple[str, int, str]]]] = {}
 
     def path(self, *parts: str) -> str:
@@ -115,11 +122,16 @@ def read_tree(
     dkms_tree: str = "/var/lib/dkms",
     source_tree: str = "/usr/src",
     install_trees: Sequence[str] = ("/lib/modules", "/usr/lib/modules"),
+    os_release: Optional[OsRelease] = None,
 ) -> list[DkmsEntry]:
-    """Every DKMS entry under ``dkms_tree``, as ``dkms status`` would list it, from files only."""
-    tree = _Tree(root, dkms_tree, source_tree, install_trees)
+    """Every DKMS entry under ``dkms_tree``, as ``dkms status`` would list it, from files only
+    (``os_release``: the root's, when the caller has read it already)."""
+    modules = _visible(root.listdir(dkms_tree))
+    if not modules:
+        return []
+    tree = _Tree(root, dkms_tree, source_tree, install_trees, os_release)
     entries: list[DkmsEntry] = []
-    for module in _visible(root.listdir(dkms_tree)):
+    for module in modules:
         for version in _visible(root.listdir(tree.path(module))):
             try:
                 entries.extend(_version_entries(tree, module, version))
@@ -341,12 +353,13 @@ def _specs_from_env(
     return specs or None
 
 
-def install_location(root: Root) -> Optional[str]:
+def install_location(root: Root, osr: Optional[OsRelease] = None) -> Optional[str]:
     """Where DKMS installs modules on the root's distro, ``None`` where dkms.conf decides.
 
-    DKMS's ``override_dest_module_location``, from ``/etc/os-release`` as DKMS reads it.
+    DKMS's ``override_dest_module_location``, from ``/etc/os-release`` as DKMS reads it
+    (``osr``: the root's os-release when the caller has read it already).
     """
-    osr = read_os_release(root)
+    osr = osr or read_os_release(root)
     if osr.path != "/etc/os-release":  # DKMS reads only /etc/os-release
         return None
     if osr.id == "ubuntu":

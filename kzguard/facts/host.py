@@ -168,7 +168,7 @@ def gather(
     distro = distros.distro_for(family)
     sources = read_sources(root)
     problems += [f"{s.path}: {s.error}" for s in sources if s.error]
-    dkms = dkms_facts.read_tree(root)
+    dkms = dkms_facts.read_tree(root, os_release=os_release)
     pending, pending_problems = pending_kernels(root, releases)
     problems += pending_problems
     bootloader = read_boot(root, runner)  # its problems stay in boot.problems
