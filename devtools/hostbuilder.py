@@ -169,6 +169,17 @@ class HostTree:
             ),
         )
 
+    def arch_dkms_hook(self) -> HostTree:
+        """The Arch dkms package's alpm hook, which builds every /usr/src/*/dkms.conf (its
+        Exec here is a stand-in: only its presence is a fact kzguard reads)."""
+        self.write(
+            "/usr/share/libalpm/hooks/70-dkms-install.hook",
+            "[Trigger]\nOperation = Install\nOperation = Upgrade\nType = Path\n"
+            "Target = usr/src/*/dkms.conf\n\n[Action]\nDescription = dkms (stand-in)\n"
+            "When = PostTransaction\nExec = /bin/true\n",
+        )
+        return self
+
     def dkms(self, module: str, version: str, kernel: str, state: str = "installed") -> HostTree:
         """A DKMS tree entry laid out as DKMS itself leaves it."""
         from devtools import dkmstree

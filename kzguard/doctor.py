@@ -268,6 +268,50 @@ def _zfs_version_unknown(case: _Case) -> Advice:
     )
 
 
+def _not_indexed(case: _Case) -> Advice:
+    release = case.release
+    return Advice(
+        f"{release}: the zfs module is on disk but modprobe cannot find it",
+        "modprobe finds modules through the kernel's modules.dep, which depmod writes; this "
+        "module is not in it (depmod has not run since the module was installed, or it indexed "
+        "another file). Rebuild the index, then check again.",
+        (f"depmod -a {release}", case.recheck),
+    )
+
+
+def _dkms_broken(case: _Case) -> Advice:
+    broken = case.reason.details.get("dkms") or ["zfs/<version>"]
+    first = str(broken[0]) if isinstance(broken, list) and broken else "zfs/<version>"
+    return Advice(
+        f"{case.release}: DKMS cannot build zfs (its registration is broken)",
+        "DKMS has zfs registered, but the source it points at (or its dkms.conf) is gone, so "
+        "DKMS cannot build a module for a new kernel. Remove the stale registration and "
+        "reinstall the ZFS DKMS package, then check again.",
+        (
+            "dkms status zfs",
+            f"dkms remove {first} --all",
+            case.distro.upgrade_zfs_command(),
+            case.recheck,
+        ),
+    )
+
+
+def _unreadable(case: _Case) -> Advice:
+    return _blind_advice(case.reason.message)._replace(
+        title=f"{case.release}: kzguard cannot see this kernel's modules"
+    )
+
+
+def _blind_advice(message: str) -> Advice:
+    return Advice(
+        "kzguard cannot see the kernels it guards",
+        f"{message}. A kernel kzguard cannot read is never reported safe. Run kzguard as root; "
+        "for the service, check that its unit does not hide /usr/lib/modules "
+        "(ProtectKernelModules=, InaccessiblePaths=, TemporaryFileSystem=).",
+        ("ls -ld /lib/modules /usr/lib/modules", "systemctl cat kzguard", "kzguard check"),
+    )
+
+
 def _generic(case: _Case) -> Advice:
     return Advice(f"{case.release}: {case.reason.code}", case.reason.message, (case.recheck,))
 
@@ -295,6 +339,9 @@ _ADVISERS: dict[str, Callable[[_Case], Advice]] = {
     "initramfs-missing-module": _initramfs,
     "initramfs-unreadable": _initramfs,
     "zfs-version-unknown": _zfs_version_unknown,
+    "module-not-indexed": _not_indexed,
+    "dkms-broken": _dkms_broken,
+    "kernel-unreadable": _unreadable,
 }
 
 
@@ -304,7 +351,7 @@ _COVERED_BY = {"dkms-not-installed": ("module-missing", "vermagic-mismatch")}
 
 def _host_advice(report: Report) -> list[Advice]:
     host = report.host
-    advice = []
+    advice = [_blind_advice(r.message)._replace(code=r.code) for r in report.host_reasons]
     if host.signatures_required and host.certificates == ():
         advice.append(
             Advice(

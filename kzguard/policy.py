@@ -9,7 +9,7 @@ from kzguard.distros.base import DKMS, NONE, PREBUILT
 from kzguard.errors import EXIT_SAFE, EXIT_UNSAFE
 from kzguard.facts import dkms as dkms_facts
 from kzguard.facts.host import ZFS_MODULES, Host
-from kzguard.facts.kernels import MODULE_DIRS, InstalledKernel, ModuleFile
+from kzguard.facts.kernels import InstalledKernel, ModuleFile
 from kzguard.facts.zfs import LinuxRange, newest_first, normalize_version, range_for
 from kzguard.kernelrelease import KernelRelease, sort_key, try_parse_release
 from kzguard.reasons import SAFE, Reason, verdict_of
@@ -82,10 +82,14 @@ class Report(Record):
     next_boot: Optional[NextBoot]
     transaction: Optional[Transaction] = None
     zfs_override: Optional[str] = None
+    host_reasons: tuple[Reason, ...] = ()  # what kept kzguard from seeing the host's kernels
 
     @property
     def exit_code(self) -> int:
-        """0 when every judged kernel is safe, 1 when any is unsafe or unknown."""
+        """0 when every judged kernel is safe, 1 when any is unsafe or unknown, or when
+        kzguard could not see the kernels it should judge (nothing seen is never safe)."""
+        if self.host_reasons:
+            return EXIT_UNSAFE
         return EXIT_SAFE if all(k.safe for k in self.kernels) else EXIT_UNSAFE
 
     def to_dict(self) -> dict[str, object]:
@@ -95,6 +99,7 @@ class Report(Record):
             "next_boot": self.next_boot.to_dict() if self.next_boot else None,
             "transaction": self.transaction.to_dict() if self.transaction else None,
             "zfs_override": self.zfs_override,
+            "host_reasons": [r.to_dict() for r in self.host_reasons],
         }
 
 
@@ -113,8 +118,33 @@ def judge(
     targets = _targets(host, kernels, transaction)
     verdicts = tuple(judge_one(release, states) for release, states in targets.items())
     return Report(
-        verdicts, host, _next_boot(host, verdicts, judge_one, transaction), transaction, override
+        verdicts,
+        host,
+        _next_boot(host, verdicts, judge_one, transaction),
+        transaction,
+        override,
+        _blind(host, requested=bool(kernels)),
     )
+
+
+def _blind(host: Host, *, requested: bool) -> tuple[Reason, ...]:
+    """Host-level reasons: a module root that cannot be read, or no kernel found at all."""
+    reasons = [
+        Reason(
+            "kernel-unreadable", f"{error}: its kernels cannot be judged", details={"path": path}
+        )
+        for path, error in host.unreadable
+    ]
+    if not host.installed and not requested and not reasons:
+        roots = ", ".join(host.distro.module_roots)
+        reasons.append(
+            Reason(
+                "kernel-unreadable",
+                f"no kernel found under {roots}: nothing was judged, and a kernel not seen is "
+                "never safe",
+            )
+        )
+    return tuple(reasons)
 
 
 def _targets(
@@ -134,10 +164,12 @@ def _targets(
         add(requested, REQUESTED)
     else:
         add(installed, INSTALLED)
+        if host.running and host.running not in installed and (host.unreadable or not installed):
+            add([host.running], RUNNING)  # its modules cannot be seen: judged unknown below
         add((p.release for p in host.pending), PENDING)
         add(transaction.install if transaction else (), TRANSACTION)
     for release in states:
-        if release == host.running:
+        if release == host.running and RUNNING not in states[release]:
             states[release].insert(0, RUNNING)
         if release in installed and INSTALLED not in states[release]:
             states[release].append(INSTALLED)
@@ -204,6 +236,11 @@ class _Judge:
         kernel = None if release in self.removed else self.host.installed_kernel(release)
         reasons: list[Reason] = []
         notes: list[str] = []
+        unseen = self._unseen(release, kernel)
+        if unseen is not None:
+            return KernelVerdict(
+                release, parsed.upstream_str, verdict_of((unseen,)), (unseen,), states
+            )
         version, linux_range = self._zfs(parsed, kernel, reasons, notes)
         modules = kernel.modules if kernel else ()
         if kernel is not None and self.override and self.host.delivery != PREBUILT:
@@ -230,6 +267,24 @@ class _Judge:
             tuple(notes),
         )
 
+    def _unseen(self, release: str, kernel: Optional[InstalledKernel]) -> Optional[Reason]:
+        """``kernel-unreadable`` for a kernel whose modules kzguard cannot see."""
+        if kernel is not None and kernel.error:
+            return Reason("kernel-unreadable", kernel.error, details={"path": kernel.modules_dir})
+        host = self.host
+        if kernel is None and release == host.running and (host.unreadable or not host.installed):
+            if any(p.release == release for p in host.pending):
+                return None
+            where = "; ".join(e for _, e in host.unreadable) or (
+                f"no modules directory under {', '.join(host.distro.module_roots)}"
+            )
+            return Reason(
+                "kernel-unreadable",
+                f"the running kernel {release} is not visible: {where}",
+                details={"running": release},
+            )
+        return None
+
     def _zfs(
         self,
         parsed: KernelRelease,
@@ -244,6 +299,9 @@ class _Judge:
             return None, None
         if delivery == NONE and not self.override:
             reasons.append(Reason("zfs-not-found", "no ZFS source, package or module found"))
+            return None, None
+        if self.host.dkms_broken and not self.override and kernel is None:
+            reasons.append(_dkms_broken(self.host, "a new kernel"))
             return None, None
         version = self.override or self._zfs_version(kernel)
         if version is None:
@@ -294,7 +352,10 @@ class _Judge:
             if module is not None and not module.error:
                 reasons += _trust_reasons(self.host, name, module)
             package = _dkms_package(self.host, name)
-            if package and package not in dkms_checked:
+            if package and self.host.dkms_broken and name in ZFS_MODULES:
+                if module is None and "dkms-broken" not in {r.code for r in reasons}:
+                    reasons.append(_dkms_broken(self.host, kernel.release))
+            elif package and package not in dkms_checked:
                 dkms_checked.add(package)
                 entry = dkms_facts.find(list(self.host.dkms), package, kernel.release)
                 if entry is None or entry.state != "installed":
@@ -312,20 +373,58 @@ class _Judge:
         return reasons
 
 
+def _dkms_broken(host: Host, target: str) -> Reason:
+    broken = [f"zfs/{e.version}" for e in host.dkms if e.module == "zfs"]
+    return Reason(
+        "dkms-broken",
+        f"DKMS {', '.join(broken)} is broken (its source or dkms.conf is gone): DKMS cannot "
+        f"build zfs for {target}",
+        "zfs",
+        {"dkms": broken},
+    )
+
+
 def _file_reasons(
     kernel: InstalledKernel, name: str, module: Optional[ModuleFile], notes: list[str]
 ) -> list[Reason]:
     if module is None:
+        how = "neither modules.dep nor a search" if kernel.modules_dep is None else "a search"
         return [
             Reason(
                 "module-missing",
-                f"no {name}.ko for {kernel.release} under {kernel.modules_dir}",
+                f"no {name}.ko for {kernel.release} under {kernel.modules_dir} ({how} finds one)",
                 name,
-                {"searched": [f"{kernel.modules_dir}/{d}" for d in MODULE_DIRS]},
+                {"searched": kernel.modules_dir, "modules_dep": kernel.modules_dep or "read"},
             )
         ]
     if module.error:
         return [Reason("module-unreadable", f"{module.path}: {module.error}", name)]
+    reasons = []
+    if module.indexed is False:
+        reasons.append(
+            Reason(
+                "module-not-indexed",
+                f"{module.path} is on disk but {kernel.modules_dir}/modules.dep does not list "
+                f"it: modprobe {name} will fail until `depmod -a {kernel.release}` runs",
+                name,
+                {"path": module.path},
+            )
+        )
+    for dep in module.missing_deps:
+        reasons.append(
+            Reason(
+                "module-missing",
+                f"{name} needs {dep} (modules.dep) and it is not on disk",
+                name,
+                {"dependency": dep},
+            )
+        )
+    return reasons + _vermagic_reasons(kernel, name, module, notes)
+
+
+def _vermagic_reasons(
+    kernel: InstalledKernel, name: str, module: ModuleFile, notes: list[str]
+) -> list[Reason]:
     built_for = module.vermagic_release
     if built_for == kernel.release:
         return []

@@ -53,7 +53,25 @@ CODES: tuple[ReasonCode, ...] = (
         UNSAFE,
         "the root is on ZFS and the kernel's initramfs is missing or holds no zfs module",
     ),
+    ReasonCode(
+        "module-not-indexed",
+        UNSAFE,
+        "the module file is on disk but the kernel's modules.dep does not list it (or lists a "
+        "file that is gone): modprobe will not find it until depmod runs",
+    ),
+    ReasonCode(
+        "dkms-broken",
+        UNSAFE,
+        "the DKMS registration of the module is broken (its source or dkms.conf is gone): DKMS "
+        "cannot build it for this kernel",
+    ),
     ReasonCode("module-unreadable", UNKNOWN, "the module file exists but cannot be read"),
+    ReasonCode(
+        "kernel-unreadable",
+        UNKNOWN,
+        "the kernel's modules directory (or every modules directory) cannot be read, or no "
+        "kernel is found at all: nothing seen is never safe",
+    ),
     ReasonCode(
         "kabi-unknown", UNKNOWN, "the kernel's symbol versions (symvers) are not on the host"
     ),

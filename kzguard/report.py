@@ -32,14 +32,20 @@ def render(report: Report, *, header: bool = True) -> str:
         lines.append("")
     if report.kernels:
         lines += _table(report.kernels)
-    else:
-        lines.append("No kernel to judge: none installed under /lib/modules or /usr/lib/modules.")
+    for reason in report.host_reasons:
+        lines.append(f"NOT SAFE: kzguard could not see the kernels: {reason.message}")
+    if report.host_reasons and not any(k.verdict != SAFE for k in report.kernels):
+        lines += ["", "What to do: `kzguard doctor` explains it; run kzguard where it can read"]
+        lines += ["the kernels' module directories (as root, outside a sandbox that hides them)."]
     problems = [k for k in report.kernels if k.verdict != SAFE]
     if problems:
         advice = advise(report)
         lines += ["", "What to do (`kzguard doctor` explains each step)"]
         for kernel in problems:
             lines += _problem(report, kernel, advice)
+    if header and report.host.notes:
+        lines += ["", "Notes"]
+        lines += [f"  {n}" for n in report.host.notes]
     if header and report.host.problems:
         lines += ["", "Facts kzguard could not read"]
         lines += [f"  {p}" for p in report.host.problems]

@@ -148,15 +148,58 @@ class Root:
         """The raw target of a symlink (as written, not re-rooted)."""
         return os.readlink(self._host(inner, follow_last=False))
 
-    def read_bytes(self, inner: str) -> bytes:
+    def read_bytes(self, inner: str, *, limit: Optional[int] = None) -> bytes:
+        """The bytes of a regular file (a FIFO or device is refused, never waited on); with
+        ``limit``, a larger file is refused too."""
+        flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
         try:
-            with open(self._host(inner), "rb") as handle:
-                return handle.read()
+            fd = os.open(self._host(inner), flags)
         except OSError as exc:
             raise FactError(f"cannot read {inner}: {exc.strerror or exc}") from exc
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise FactError(f"cannot read {inner}: not a regular file")
+            if limit is not None and info.st_size > limit:
+                raise FactError(f"cannot read {inner}: larger than {limit} bytes")
+            chunks = []
+            left = -1 if limit is None else limit + 1
+            while left:
+                chunk = os.read(fd, 1 << 20 if left < 0 else min(left, 1 << 20))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                left = left - len(chunk) if left > 0 else left
+            data = b"".join(chunks)
+        except OSError as exc:
+            raise FactError(f"cannot read {inner}: {exc.strerror or exc}") from exc
+        finally:
+            os.close(fd)
+        if limit is not None and len(data) > limit:
+            raise FactError(f"cannot read {inner}: larger than {limit} bytes")
+        return data
 
-    def read_text(self, inner: str, *, errors: str = "replace") -> str:
-        return self.read_bytes(inner).decode("utf-8", errors=errors)
+    def read_text(self, inner: str, *, errors: str = "replace", limit: Optional[int] = None) -> str:
+        return self.read_bytes(inner, limit=limit).decode("utf-8", errors=errors)
+
+    def mtime(self, inner: str) -> float:
+        """The file's modification time (links followed inside the root)."""
+        try:
+            return os.stat(self._host(inner)).st_mtime
+        except OSError as exc:
+            raise FactError(f"cannot stat {inner}: {exc.strerror or exc}") from exc
+
+    def scan_dir(self, inner: str) -> tuple[list[str], Optional[str]]:
+        """Sorted entry names of a directory and, when it cannot be listed, why (a missing
+        directory is an empty one)."""
+        try:
+            return sorted(os.listdir(self._host(inner))), None
+        except FileNotFoundError:
+            return [], None
+        except OSError as exc:
+            return [], f"cannot list {inner}: {exc.strerror or exc}"
+        except FactError as exc:
+            return [], str(exc)
 
     def read_text_or(self, inner: str, default: Optional[str] = None) -> Optional[str]:
         """The file's text, or ``default`` when it does not exist or cannot be read."""

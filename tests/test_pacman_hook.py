@@ -173,6 +173,7 @@ def test_read_takes_the_targets_from_stdin(arch):
 def arch_zfs_host(tree: HostTree) -> HostTree:
     tree.os_release("arch").running(OLD).kernel(OLD, modules_root="/usr/lib/modules")
     tree.zfs_source("2.2.7", "4.18", "6.12")
+    tree.arch_dkms_hook()  # zfs-dkms depends on dkms, whose hook builds every source
     return tree
 
 

@@ -143,8 +143,12 @@ def test_garbage_module_is_unknown_not_a_crash(tmp_path):
 
 
 def test_zfs_version_in_no_source_is_unknown_until_config_names_its_range(tmp_path):
+    from devtools.dkmstree import make_dkms_entry
+
     tree = sc.debian_dkms(tmp_path)
     tree.remove("/usr/src/zfs-2.2.7")
+    tree.remove("/var/lib/dkms/zfs/2.2.7")  # zfs-dkms 2.2.7 purged, 2.9.9 registered instead
+    make_dkms_entry(tmp_path, "zfs", "2.9.9", state="added")
     tree.write("/usr/src/zfs-2.9.9/META", "garbage\n")
     _, kernels = verdicts(tmp_path, kernels=["6.14.1-amd64"])
     assert codes(kernels["6.14.1-amd64"]) == ["zfs-version-unknown"]

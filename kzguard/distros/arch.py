@@ -11,6 +11,8 @@ class Arch(Distro):
     module_roots = ("/usr/lib/modules", "/lib/modules")
     managers = ("pacman",)
     bootloaders = ("systemd-boot", "grub", "zfsbootmenu")
+    # The dkms package's hook runs `dkms install` for every /usr/src/*/dkms.conf.
+    dkms_autoregister = ("/usr/share/libalpm/hooks/70-dkms-install.hook",)
 
     def hold_command(self, release: str) -> str:
         return "add the kernel package to IgnorePkg in /etc/pacman.conf"

@@ -20,6 +20,9 @@ class Distro:
     module_roots: tuple[str, ...] = ("/lib/modules", "/usr/lib/modules")
     managers: tuple[str, ...] = ()
     bootloaders: tuple[str, ...] = ("grub",)
+    # Files whose presence means the distro's DKMS integration builds every
+    # /usr/src/<module>-<version> with a dkms.conf without a `dkms add` (Arch's alpm hook).
+    dkms_autoregister: tuple[str, ...] = ()
 
     def hold_command(self, release: str) -> str:
         """How an admin keeps this kernel from being installed."""

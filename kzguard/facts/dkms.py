@@ -25,7 +25,8 @@ The layout (DKMS 3.0.10 on Debian 12, observed on real add/build/install/uninsta
 
 :func:`read_tree` answers what ``dkms status`` (3.0.10) answers, from the files alone, except
 that a dangling ``source`` is *broken* (as 3.2 says) and a failed last build is
-*build-failed*. It compares built and installed modules by content, like DKMS (size first,
+*build-failed*, and a source without ``dkms.conf`` is *broken* too (3.0.10 stops with "Could
+not locate dkms.conf"). It compares built and installed modules by content, like DKMS (size first,
 bytes only when sizes agree: both files are read once per installed kernel). Like DKMS it takes
 the install location from the root's os-release; unlike DKMS it accepts every compression suffix
 (DKMS only looks for the one the host's own ``modules.dep`` uses) and calls a module installed
@@ -167,10 +168,10 @@ def _version_entries(tree: _Tree, module: str, version: str) -> list[DkmsEntry]:
 def _source_state(tree: _Tree, module: str, version: str) -> Optional[str]:
     """``"ok"`` for a registered version, ``broken`` for a lost source, ``None`` if unregistered."""
     root, source = tree.root, tree.path(module, version, "source")
-    if root.is_symlink(source):
-        return "ok" if root.is_dir(source) else BROKEN
-    if root.is_dir(source):
-        return "ok"
+    if root.is_symlink(source) or root.is_dir(source):
+        if not root.is_dir(source):
+            return BROKEN  # the source was deleted: nothing to build from
+        return "ok" if root.is_file(f"{source}/dkms.conf") else BROKEN
     if root.is_dir(posixpath.join(tree.source_tree, f"{module}-{version}")):
         return BROKEN
     return None

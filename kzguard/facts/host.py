@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Sequence
 from typing import Optional
 
@@ -9,6 +10,7 @@ from kzguard import distros
 from kzguard.distros.base import DKMS, KMOD, NONE, PACKAGE, PREBUILT, Distro
 from kzguard.facts import dkms as dkms_facts
 from kzguard.facts.bootloader import BootState, read_boot
+from kzguard.facts.dkms import BROKEN
 from kzguard.facts.kernels import InstalledKernel, Probe, read_installed
 from kzguard.facts.mounts import root_dataset
 from kzguard.facts.osrelease import OsRelease, read_os_release, read_running_release
@@ -52,6 +54,8 @@ class Host(Record):
     certificates: Optional[tuple[Certificate, ...]] = None  # None: signatures not verified
     root_dataset: Optional[str] = None  # the ZFS dataset mounted at /, if any
     boot: Optional[BootState] = None  # the bootloader's entries, default and next boot
+    notes: tuple[str, ...] = ()  # facts worth saying that change no verdict
+    unreadable: tuple[tuple[str, str], ...] = ()  # (path, why) of module roots not readable
 
     def installed_kernel(self, release: str) -> Optional[InstalledKernel]:
         for kernel in self.installed:
@@ -61,6 +65,12 @@ class Host(Record):
 
     def dkms_versions(self, module: str = "zfs") -> list[str]:
         return dkms_facts.versions(list(self.dkms), module)
+
+    @property
+    def dkms_broken(self) -> bool:
+        """ZFS comes from DKMS and every registration of it is broken: nothing can be built."""
+        zfs = [e for e in self.dkms if e.module == "zfs"]
+        return self.delivery == DKMS and bool(zfs) and all(e.state == BROKEN for e in zfs)
 
     def module_versions(self, modules: Sequence[str] = ZFS_MODULES) -> list[str]:
         """Versions of the named modules found in installed kernels, newest first."""
@@ -99,6 +109,8 @@ class Host(Record):
             "root_dataset": self.root_dataset,
             "boot": self.boot.to_dict() if self.boot else None,
             "problems": list(self.problems),
+            "notes": list(self.notes),
+            "unreadable": [{"path": p, "error": e} for p, e in self.unreadable],
         }
 
 
@@ -112,23 +124,103 @@ def detect_family(root: Root, os_release: OsRelease, kernels: Sequence[str]) -> 
     return family
 
 
+_KERNEL_PACKAGES = ("linux", "proxmox-kernel", "pve-kernel", "kernel")
+
+
 def detect_delivery(
     distro: Distro,
     sources: Sequence[ZfsSource],
     dkms: Sequence[dkms_facts.DkmsEntry],
     installed: Sequence[InstalledKernel],
+    autoregistered: bool = False,
 ) -> str:
-    """How zfs reaches a kernel on this host: DKMS wins wherever it is set up."""
-    if sources or dkms_facts.versions(list(dkms), "zfs"):
-        return DKMS
+    """How zfs reaches a kernel on this host, from evidence: who owns the module files
+    modprobe would load, and DKMS's registrations. A ``/usr/src/zfs-*`` that no DKMS
+    registration points at changes nothing, unless the distro's DKMS hook builds every
+    source it finds (``autoregistered``)."""
     modules = [m for k in installed for n in ZFS_MODULES for m in [k.module(n)] if m is not None]
+    registered = [e for e in dkms if e.module in ZFS_MODULES]
+    built_by_dkms = any(e.state in (dkms_facts.BUILT, dkms_facts.INSTALLED) for e in registered)
+    owned = [m for m in modules if m.owner is not None]
+    if owned and not built_by_dkms:
+        if any(m.kabi_tracked for m in modules) or any(
+            m.owner.package.startswith("kmod-") for m in owned if m.owner
+        ):
+            return KMOD
+        if any(_kernel_package(m.owner.package) for m in owned if m.owner):
+            return PREBUILT
+        return PACKAGE
+    if registered or (autoregistered and any(s.version for s in sources)):
+        return DKMS
     if not modules:
         return NONE if distro.zfs_delivery != PREBUILT else PREBUILT
     if any(m.kabi_tracked for m in modules) or distro.zfs_delivery == KMOD:
         return KMOD
-    if distro.zfs_delivery == PREBUILT or all(m.location == "kernel/zfs" for m in modules):
+    if distro.zfs_delivery == PREBUILT or all(m.location.startswith("kernel") for m in modules):
         return PREBUILT
     return PACKAGE
+
+
+def _kernel_package(package: str) -> bool:
+    """A kernel's own package (the module ships with the kernel), not a ZFS package."""
+    return package.startswith(_KERNEL_PACKAGES) and "zfs" not in package
+
+
+def delivery_notes(
+    sources: Sequence[ZfsSource],
+    dkms: Sequence[dkms_facts.DkmsEntry],
+    installed: Sequence[InstalledKernel],
+    delivery: str,
+    autoregistered: bool = False,
+) -> list[str]:
+    """What an admin should know about the evidence that did not decide the delivery."""
+    notes = []
+    registered = {(e.module, e.version) for e in dkms}
+    for source in () if autoregistered else sources:
+        if source.version and ("zfs", source.version) not in registered:
+            notes.append(
+                f"{posixpath.dirname(source.path)} is not registered with DKMS (no "
+                f"/var/lib/dkms/zfs/{source.version}): it builds nothing and changes no verdict"
+            )
+    owners = {
+        m.owner.package
+        for k in installed
+        for n in ZFS_MODULES
+        for m in [k.module(n)]
+        if m is not None and m.owner is not None
+    }
+    if delivery != DKMS and any(e.module == "zfs" for e in dkms):
+        who = ", ".join(sorted(owners)) or "the installed modules"
+        notes.append(f"DKMS has zfs registered but built nothing here; zfs comes from {who}")
+    for kernel in installed:
+        for name in ZFS_MODULES:
+            module = kernel.module(name)
+            if module is not None and module.ambiguous:
+                notes.append(
+                    f"{kernel.release}: more than one {name} module of the same depmod priority "
+                    f"and no modules.dep; judged {module.path} (run depmod -a {kernel.release})"
+                )
+    return notes
+
+
+def _with_owners(
+    root: Root, installed: list[InstalledKernel]
+) -> tuple[list[InstalledKernel], list[str]]:
+    """The kernels with each guarded module's owning package filled in."""
+    from kzguard.facts.ownership import owners
+
+    paths = [m.link_target or m.path for k in installed for _, m in k.modules if m is not None]
+    found, problems = owners(root, paths, [k.release for k in installed])
+    if not found:
+        return installed, problems
+    out = []
+    for kernel in installed:
+        modules = tuple(
+            (name, m._replace(owner=found.get(m.link_target or m.path)) if m else None)
+            for name, m in kernel.modules
+        )
+        out.append(kernel._replace(modules=modules))
+    return out, problems
 
 
 def gather(
@@ -162,7 +254,13 @@ def gather(
         problems += cert_problems
     dataset = root_dataset(root)
     probe = Probe(certificates=certificates, initramfs=dataset is not None)
-    installed = read_installed(root, base_distro.module_roots, guarded, probe)
+    everything = read_installed(root, base_distro.module_roots, guarded, probe)
+    installed = [k for k in everything if k.error is None or k.release[:1].isdigit()]
+    unreadable = tuple(
+        (k.modules_dir, k.error) for k in everything if k not in installed and k.error
+    )
+    installed, owner_problems = _with_owners(root, installed)
+    problems += owner_problems
     releases = [k.release for k in installed]
     family = detect_family(root, os_release, releases)
     distro = distros.distro_for(family)
@@ -172,6 +270,8 @@ def gather(
     pending, pending_problems = pending_kernels(root, releases)
     problems += pending_problems
     bootloader = read_boot(root, runner)  # its problems stay in boot.problems
+    auto = any(root.exists(p) for p in distro.dkms_autoregister)
+    delivery = detect_delivery(distro, sources, dkms, installed, auto)
     return Host(
         root=str(root.path),
         os=os_release,
@@ -182,7 +282,7 @@ def gather(
         pending=tuple(p for p in pending if p.release not in releases),
         zfs_sources=tuple(sources),
         dkms=tuple(dkms),
-        delivery=detect_delivery(distro, sources, dkms, installed),
+        delivery=delivery,
         guarded=guarded,
         problems=tuple(problems),
         secure_boot=boot,
@@ -190,6 +290,8 @@ def gather(
         certificates=certificates,
         root_dataset=dataset,
         boot=bootloader,
+        notes=tuple(delivery_notes(sources, dkms, installed, delivery, auto)),
+        unreadable=unreadable,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import posixpath
 from collections.abc import Iterable, Sequence
 from functools import partial
@@ -17,11 +18,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Optional
 
+    from kzguard.facts.depmod import DepmodConfig
     from kzguard.facts.kabi import KabiResult
+    from kzguard.facts.ownership import Owner
     from kzguard.facts.secureboot import Certificate
     from kzguard.facts.signature import SignatureCheck, SignerFacts
 
-# Where DKMS and packages put out-of-tree modules, in the order depmod prefers them.
+# The directories the service watches for module files (the usual places DKMS, kmod packages,
+# kernel packages and weak-modules put them). Which file is judged is modprobe's choice
+# (:mod:`kzguard.facts.depmod`), not this list.
 MODULE_DIRS = (
     "updates/dkms",
     "updates",
@@ -35,6 +40,10 @@ MODULE_DIRS = (
 WEAK_UPDATES = "weak-updates"
 # A directory under a modules root is a kernel when one of these is in it.
 KERNEL_MARKERS = ("kernel", "vmlinuz", "modules.order", "modules.builtin", "modules.dep")
+BY_MODULES_DEP = "modules.dep"
+BY_SEARCH = "search"
+# Not module files of this kernel: links to its build trees.
+_NOT_SEARCHED = ("build", "source")
 
 
 class ModuleFile(Record):
@@ -50,6 +59,13 @@ class ModuleFile(Record):
     signed: Optional[bool] = None  # an appended signature is present (None: unreadable)
     signature: Optional[SignatureCheck] = None  # when signatures were verified
     kabi: Optional[KabiResult] = None  # for kABI-tracked modules
+    found_by: str = BY_SEARCH  # "modules.dep": the file modprobe loads; "search": depmod's order
+    indexed: Optional[bool] = None  # listed in the kernel's modules.dep (None: there is none)
+    deps: tuple[str, ...] = ()  # in-root paths modules.dep says it needs
+    missing_deps: tuple[str, ...] = ()  # of those, the ones not on disk
+    others: tuple[str, ...] = ()  # other copies of the module under this kernel
+    ambiguous: bool = False  # another copy has the same depmod priority (no modules.dep)
+    owner: Optional[Owner] = None  # the package whose file this is (None: DKMS or by hand)
 
     @property
     def version(self) -> Optional[str]:
@@ -72,6 +88,13 @@ class ModuleFile(Record):
             "signed": self.signed,
             "signature": self.signature.to_dict() if self.signature else None,
             "kabi": self.kabi.to_dict() if self.kabi else None,
+            "found_by": self.found_by,
+            "indexed": self.indexed,
+            "deps": list(self.deps),
+            "missing_deps": list(self.missing_deps),
+            "other_copies": list(self.others),
+            "ambiguous": self.ambiguous,
+            "owner": self.owner.to_dict() if self.owner else None,
         }
 
 
@@ -93,6 +116,9 @@ class InstalledKernel(Record):
     modules_dir: str
     modules: tuple[tuple[str, Optional[ModuleFile]], ...]
     initramfs: Optional[InitramfsFacts] = None  # looked at only where the root is on ZFS
+    error: Optional[str] = None  # the kernel's modules could not be read (it is unknown)
+    modules_dep: Optional[str] = None  # None: read; "missing"; or why it could not be read
+    notes: tuple[str, ...] = ()
 
     def module(self, name: str) -> Optional[ModuleFile]:
         return dict(self.modules).get(name)
@@ -108,52 +134,183 @@ class Probe(Record):
 
 def installed_releases(root: Root, module_roots: Sequence[str]) -> dict[str, str]:
     """Map each installed kernel release to its modules directory (usrmerge links collapsed)."""
-    found: dict[str, str] = {}
+    return {r: d for r, (d, error) in scan_kernels(root, module_roots).items() if error is None}
+
+
+def scan_kernels(root: Root, module_roots: Sequence[str]) -> dict[str, tuple[str, Optional[str]]]:
+    """Each kernel directory under the module roots: release -> (modules dir, why it cannot be
+    read or ``None``). A directory that cannot be listed counts when its name reads as a
+    kernel release; a module root that cannot be listed is reported under its own path."""
+    found: dict[str, tuple[str, Optional[str]]] = {}
     seen = set()
     for base in module_roots:
-        real_base = root.resolve(base)
+        try:
+            real_base = root.resolve(base)
+        except FactError as exc:
+            found[base] = (base, str(exc))
+            continue
         if real_base in seen:
             continue
         seen.add(real_base)
-        for name in root.listdir(base):
+        names, problem = root.scan_dir(base)
+        if problem is not None:
+            found[base] = (base, problem)
+            continue
+        for name in names:
             inner = posixpath.join(base, name)
-            if name not in found and _is_kernel_dir(root, inner):
-                found[name] = inner
+            if name in found:
+                continue
+            entries, problem = root.scan_dir(inner)
+            if problem is not None:
+                if name[:1].isdigit():
+                    found[name] = (inner, problem)
+                continue
+            if root.is_dir(inner) and any(m in entries for m in KERNEL_MARKERS):
+                found[name] = (inner, None)
     return found
 
 
-def _is_kernel_dir(root: Root, inner: str) -> bool:
-    return root.is_dir(inner) and any(root.exists(f"{inner}/{m}") for m in KERNEL_MARKERS)
+class _Located(Record):
+    """Where modprobe (or, without modules.dep, depmod's order) finds one module."""
+
+    path: str  # in-root
+    location: str  # its directory relative to the kernel's modules directory
+    found_by: str
+    indexed: Optional[bool]
+    deps: tuple[str, ...] = ()
+    others: tuple[str, ...] = ()
+    ambiguous: bool = False
+
+
+class _KernelIndex:
+    """One kernel's modules.dep, depmod.d order and (when needed) a walk of its tree."""
+
+    def __init__(
+        self, root: Root, release: str, modules_dir: str, names: Sequence[str], config: DepmodConfig
+    ):
+        from kzguard.facts import depmod
+
+        self.root = root
+        self.release = release
+        self.modules_dir = modules_dir
+        self.config = config
+        self.dep, self.dep_problem = depmod.read_modules_dep(root, modules_dir, names)
+        self.wanted = {n.replace("-", "_") for n in names}
+        self._files: Optional[dict[str, list[str]]] = None
+        self.walk_error: Optional[str] = None
+
+    def files(self) -> dict[str, list[str]]:
+        """Module name -> relative paths of every copy under the kernel (one walk, lazily)."""
+        if self._files is None:
+            self._files = self._walk()
+        return self._files
+
+    def _walk(self) -> dict[str, list[str]]:
+        from kzguard.facts.depmod import module_name
+
+        found: dict[str, list[str]] = {}
+        try:
+            top = str(self.root.resolve(self.modules_dir))
+        except FactError as exc:
+            self.walk_error = str(exc)
+            return found
+
+        def failed(exc: OSError) -> None:
+            self.walk_error = f"cannot read {self.root.to_inner(exc.filename)}: {exc.strerror}"
+
+        for dirpath, dirnames, filenames in os.walk(top, onerror=failed):
+            if dirpath == top:
+                dirnames[:] = [d for d in dirnames if d not in _NOT_SEARCHED]
+            dirnames.sort()
+            rel = os.path.relpath(dirpath, top)
+            for filename in filenames:
+                name = module_name(filename)
+                if name in self.wanted:
+                    path = filename if rel == "." else f"{rel}/{filename}"
+                    if self._is_file(path):  # a dangling link loads nothing
+                        found.setdefault(name, []).append(path)
+        return found
+
+    def locate(self, name: str) -> Optional[_Located]:
+        from kzguard.facts import depmod
+
+        key = name.replace("-", "_")
+        entry = self.dep.get(key) if self.dep else None
+        if entry is not None:
+            inner = self._inner(entry.path)
+            if self._is_file(entry.path):
+                deps = tuple(self._inner(p) for p in entry.deps)
+                location = (
+                    posixpath.dirname(entry.path.lstrip("/"))
+                    if not entry.path.startswith("/")
+                    else posixpath.dirname(entry.path)
+                )
+                return _Located(inner, location, BY_MODULES_DEP, True, deps)
+        copies = self.files().get(key, [])
+        best, ties = depmod.choose(copies, key, self.release, self.config)
+        if best is None:
+            return None
+        others = tuple(self._inner(p) for p in copies if p != best)
+        indexed = None if self.dep is None else False
+        location = posixpath.dirname(best)
+        return _Located(self._inner(best), location, BY_SEARCH, indexed, (), others, bool(ties))
+
+    def _inner(self, path: str) -> str:
+        return path if path.startswith("/") else f"{self.modules_dir}/{path}"
+
+    def _is_file(self, path: str) -> bool:
+        """A regular file at ``path`` (relative or in-root); a link loop is a read error."""
+        try:
+            return self.root.is_file(self._inner(path))
+        except FactError as exc:
+            self.walk_error = str(exc)
+            return False
+
+
+def _safe_is_file(root: Root, inner: str) -> bool:
+    try:
+        return root.is_file(inner)
+    except FactError:
+        return False
 
 
 def locate_module(root: Root, modules_dir: str, name: str) -> Optional[tuple[str, str]]:
-    """``(in-root path, location)`` of the first copy of module ``name`` in MODULE_DIRS order."""
-    wanted = [
-        stem + suffix
-        for stem in dict.fromkeys((name, name.replace("_", "-")))
-        for suffix in COMPRESSION_SUFFIXES
-    ]
-    for location in MODULE_DIRS:
-        present = set(root.listdir(f"{modules_dir}/{location}"))
-        for filename in wanted:
-            inner = f"{modules_dir}/{location}/{filename}"
-            if filename in present and root.is_file(inner):
-                return inner, location
-    return None
+    """``(in-root path, location)`` of the copy of module ``name`` modprobe would load."""
+    from kzguard.facts import depmod
+
+    release = posixpath.basename(modules_dir)
+    found = _KernelIndex(root, release, modules_dir, [name], depmod.read_config(root)).locate(name)
+    return (found.path, found.location) if found else None
 
 
 def _module_file(
     root: Root,
-    inner: str,
+    found: _Located,
     name: str,
-    location: str,
     probe: Probe,
     kernel_signer: Callable[[], Optional[SignerFacts]],
 ) -> tuple[ModuleFile, Optional[bytes]]:
     """The module's facts, and its bytes when a kABI check will need them."""
-    link_target = root.to_inner(root.resolve(inner)) if root.is_symlink(inner) else None
+    inner, location = found.path, found.location
+    try:
+        link_target = root.to_inner(root.resolve(inner)) if root.is_symlink(inner) else None
+    except FactError:
+        link_target = None
     kabi = location.startswith(WEAK_UPDATES)
-    base = ModuleFile(name, inner, location, kabi, link_target)
+    missing = tuple(d for d in found.deps if not _safe_is_file(root, d))
+    base = ModuleFile(
+        name,
+        inner,
+        location,
+        kabi,
+        link_target,
+        found_by=found.found_by,
+        indexed=found.indexed,
+        deps=found.deps,
+        missing_deps=missing,
+        others=found.others,
+        ambiguous=found.ambiguous,
+    )
     try:
         data = load_module(root, inner)
         info = read_modinfo(data)
@@ -234,24 +391,55 @@ def read_installed(
     module_names: Iterable[str],
     probe: Optional[Probe] = None,
 ) -> list[InstalledKernel]:
-    """Every installed kernel with the named modules looked up (``None`` when missing)."""
+    """Every installed kernel with the named modules looked up (``None`` when missing), the
+    way modprobe finds them. A kernel whose directory cannot be read carries ``error``."""
+    from kzguard.facts import depmod
+
     probe = probe or Probe()
     names = list(module_names)
+    config = depmod.read_config(root)
     kernels = []
-    for release, modules_dir in installed_releases(root, module_roots).items():
-        modules: dict[str, Optional[ModuleFile]] = {}
-        kabi_bytes: dict[str, bytes] = {}
-        signer = functools.lru_cache(maxsize=1)(partial(kernel_build_signer, root, modules_dir))
-        for name in names:
-            found = locate_module(root, modules_dir, name)
-            if found is None:
-                modules[name] = None
-                continue
-            modules[name], data = _module_file(root, found[0], name, found[1], probe, signer)
-            if data is not None:
-                kabi_bytes[name] = data
-        if kabi_bytes:
-            _with_kabi(root, release, modules, kabi_bytes)
-        image = read_initramfs(root, release) if probe.initramfs else None
-        kernels.append(InstalledKernel(release, modules_dir, tuple(modules.items()), image))
+    for release, (modules_dir, error) in scan_kernels(root, module_roots).items():
+        if error is not None:
+            kernels.append(InstalledKernel(release, modules_dir, (), error=error))
+            continue
+        kernels.append(_read_kernel(root, release, modules_dir, names, probe, config))
     return kernels
+
+
+def _read_kernel(
+    root: Root,
+    release: str,
+    modules_dir: str,
+    names: Sequence[str],
+    probe: Probe,
+    config: DepmodConfig,
+) -> InstalledKernel:
+    index = _KernelIndex(root, release, modules_dir, names, config)
+    modules: dict[str, Optional[ModuleFile]] = {}
+    kabi_bytes: dict[str, bytes] = {}
+    signer = functools.lru_cache(maxsize=1)(partial(kernel_build_signer, root, modules_dir))
+    for name in names:
+        found = index.locate(name)
+        if found is None:
+            modules[name] = None
+            continue
+        modules[name], data = _module_file(root, found, name, probe, signer)
+        if data is not None:
+            kabi_bytes[name] = data
+    if kabi_bytes:
+        _with_kabi(root, release, modules, kabi_bytes)
+    image = read_initramfs(root, release) if probe.initramfs else None
+    notes = list(config.problems)
+    if index.dep_problem:
+        notes.append(index.dep_problem)
+    dep_state = None if index.dep is not None else (index.dep_problem or "missing")
+    return InstalledKernel(
+        release,
+        modules_dir,
+        tuple(modules.items()),
+        image,
+        error=index.walk_error,
+        modules_dep=dep_state,
+        notes=tuple(notes),
+    )

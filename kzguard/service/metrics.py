@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     from prometheus_client.metrics_core import Metric
 
-    from kzguard.policy import KernelVerdict
+    from kzguard.policy import KernelVerdict, Report
     from kzguard.service.core import Core, Snapshot
 
 MANAGERS = ("apt", "dnf", "dnf5", "pacman")
@@ -102,11 +102,15 @@ def _judgement(snapshot: Snapshot) -> Iterator[Metric]:
     report = snapshot.report
     host = report.host
     next_boot = report.next_boot
-    yield _gauge(
+    safe = next_boot is not None and next_boot.safe and not report.host_reasons
+    next_safe = GaugeMetricFamily(
         "kzguard_next_boot_safe",
-        "1 when the kernel the next boot uses can load every guarded module, else 0",
-        1.0 if next_boot is not None and next_boot.safe else 0.0,
+        "1 when the kernel the next boot uses can load every guarded module, else 0 (reason: "
+        "the first reason code, kernel-unreadable when kzguard cannot see the kernels)",
+        labels=["reason"],
     )
+    next_safe.add_metric(["" if safe else _next_boot_reason(report)], 1.0 if safe else 0.0)
+    yield next_safe
     info = GaugeMetricFamily(
         "kzguard_next_boot_info",
         "The kernel the next boot uses, its verdict and where that choice was read (always 1)",
@@ -186,6 +190,19 @@ def _judgement(snapshot: Snapshot) -> Iterator[Metric]:
 
 def _installed(kernel: KernelVerdict) -> bool:
     return INSTALLED in kernel.states or RUNNING in kernel.states
+
+
+def _next_boot_reason(report: Report) -> str:
+    """Why the next boot is not safe, as one reason code."""
+    if report.host_reasons:
+        return report.host_reasons[0].code
+    next_boot = report.next_boot
+    if next_boot is None:
+        return "no-kernel"
+    verdict = next((k for k in report.kernels if k.release == next_boot.release), None)
+    if verdict is not None and verdict.reasons:
+        return verdict.reasons[0].code
+    return next_boot.verdict
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

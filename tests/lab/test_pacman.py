@@ -116,6 +116,7 @@ def lab(tmp_path_factory) -> dict[str, Path]:
     _run("repo-add", "-q", repo / "core.db.tar.gz", *synced)
     base = [
         _linux(pkgs, OLD_VERSION, OLD),
+        _package(pkgs, "dkms", "3.1.8-1", lambda t: t.arch_dkms_hook()),
         _zfs_dkms(pkgs, "2.2.7", "6.12"),
         _plain(pkgs, "zfs-utils", "2.2.7-1"),
     ]
