@@ -227,6 +227,8 @@ class _Judge:
         self.override = normalize_version(override) if override else None
         self.removed = set(transaction.remove) if transaction else set()
         self.no_module = set(transaction.no_module) if transaction else set()
+        # METAs read from the transaction's package files: ahead of the host's and the table
+        self.tx_sources = list(getattr(transaction, "zfs_sources", ())) if transaction else []
 
     def __call__(self, release: str, states: tuple[str, ...]) -> KernelVerdict:
         parsed = try_parse_release(release)
@@ -309,7 +311,8 @@ class _Judge:
                 Reason("zfs-version-unknown", "cannot tell which ZFS version this kernel gets")
             )
             return None, None
-        found = range_for(version, list(self.host.zfs_sources), self.zfs_ranges, self.ranges_origin)
+        sources = [*self.tx_sources, *self.host.zfs_sources]
+        found = range_for(version, sources, self.zfs_ranges, self.ranges_origin)
         if found is None:
             reasons.append(
                 Reason(
@@ -388,11 +391,15 @@ def _file_reasons(
     kernel: InstalledKernel, name: str, module: Optional[ModuleFile], notes: list[str]
 ) -> list[Reason]:
     if module is None:
-        how = "neither modules.dep nor a search" if kernel.modules_dep is None else "a search"
+        how = (
+            "modules.dep lists none and none is on disk"
+            if kernel.modules_dep is None
+            else f"modules.dep {kernel.modules_dep}, and depmod's search order finds none"
+        )
         return [
             Reason(
                 "module-missing",
-                f"no {name}.ko for {kernel.release} under {kernel.modules_dir} ({how} finds one)",
+                f"no {name}.ko for {kernel.release} under {kernel.modules_dir} ({how})",
                 name,
                 {"searched": kernel.modules_dir, "modules_dep": kernel.modules_dep or "read"},
             )

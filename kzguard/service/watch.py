@@ -53,6 +53,9 @@ SKIP = frozenset({"build", "source", "log"})
 EXTRA = (
     "/var/lib/dpkg",  # status: installed kernels on Debian and Ubuntu
     "/var/lib/pacman/local",
+    "/etc/depmod.d",  # search/override lines change which module file modprobe loads
+    "/usr/lib/depmod.d",
+    "/lib/depmod.d",
     "/etc/yum.repos.d",
     "/efi/loader",
     "/efi/loader/entries",
