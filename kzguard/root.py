@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import logging
     import subprocess
     from pathlib import Path
-    from typing import Any, Optional, Union
+    from typing import Any, BinaryIO, Optional, Union
 
     PathLike = Union[str, os.PathLike[str]]
 
@@ -178,6 +178,19 @@ class Root:
         if limit is not None and len(data) > limit:
             raise FactError(f"cannot read {inner}: larger than {limit} bytes")
         return data
+
+    def open_regular(self, inner: str) -> BinaryIO:
+        """A binary file object for a regular file under the root; a FIFO, device or socket
+        is refused at once (an ``OSError``), never waited on."""
+        fd = os.open(self._host(inner), os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(f"{inner}: not a regular file")
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
 
     def read_text(self, inner: str, *, errors: str = "replace", limit: Optional[int] = None) -> str:
         return self.read_bytes(inner, limit=limit).decode("utf-8", errors=errors)

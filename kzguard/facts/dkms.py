@@ -38,7 +38,6 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple, Optional
 
@@ -233,7 +232,7 @@ def _installed_copy_matches(tree: _Tree, kernel: str, spec: _Spec, built: str) -
 def _same_content(root: Root, a: str, b: str) -> bool:
     """``diff -q``: the same size, then the same bytes (no cache kept between calls)."""
     try:
-        with open(root.resolve(a), "rb") as fa, open(root.resolve(b), "rb") as fb:
+        with root.open_regular(a) as fa, root.open_regular(b) as fb:
             if os.fstat(fa.fileno()).st_size != os.fstat(fb.fileno()).st_size:
                 return False
             while True:
@@ -242,7 +241,7 @@ def _same_content(root: Root, a: str, b: str) -> bool:
                     return False
                 if not chunk:
                     return True
-    except OSError:
+    except (OSError, FactError):
         return False
 
 
@@ -257,9 +256,9 @@ def _find_module(root: Root, directory: str, name: str) -> Optional[str]:
 def _failed_build(tree: _Tree, module: str, version: str) -> Optional[tuple[str, str]]:
     """``(kernel, arch)`` named by a make.log a failed build left in ``build/``."""
     try:
-        with open(tree.root.resolve(tree.path(module, version, "build", "make.log")), "rb") as fh:
+        with tree.root.open_regular(tree.path(module, version, "build", "make.log")) as fh:
             first = fh.readline(4096).decode("utf-8", "replace").strip()
-    except OSError:
+    except (OSError, FactError):
         return None
     match = _FAILED_LOG.fullmatch(first)
     if not match or match["mv"] not in (f"{module}-{version}", f"{module}/{version}"):
@@ -284,14 +283,51 @@ _VAR = re.compile(r"\$\{(\w+)(?:\[([0-9]+)\])?\}|\$(\w+)")
 _UNKNOWN = "\0"  # a value that needs command substitution
 
 
+MAX_CONF_BYTES = 1 << 20
+# One shell word: plain characters, backslash escapes and quoted strings. Each alternative
+# starts with its own character and quoted strings are unrolled loops, so a match (or an
+# unterminated quote) costs time linear in the file's length.
+_TOKEN = re.compile(
+    r"""(?P<space>\s+)
+    |(?P<comment>\#[^\n]*)
+    |(?P<word>(?:[^\s'"\\]|\\.|'[^']*'|"[^"\\]*(?:\\.[^"\\]*)*")+)
+    |(?P<bad>.)""",
+    re.X | re.S,
+)
+_PIECE = re.compile(r"[^\s'\"\\]+|\\.|'[^']*'|\"[^\"\\]*(?:\\.[^\"\\]*)*\"", re.S)
+_DQ_ESCAPE = re.compile(r'\\([\\"$`\n])')
+
+
+def shell_words(text: str) -> Optional[list[str]]:
+    """The words of a shell file as bash splits and unquotes them (no expansion; ``#`` starts a
+    comment at the start of a word); ``None`` for an unterminated quote. Linear in the text."""
+    words = []
+    for match in _TOKEN.finditer(text):
+        if match.lastgroup == "bad":
+            return None
+        if match.lastgroup == "word":
+            words.append("".join(_unquote(p) for p in _PIECE.findall(match.group())))
+    return words
+
+
+def _unquote(piece: str) -> str:
+    if piece.startswith("'"):
+        return piece[1:-1]
+    if piece.startswith('"'):
+        return _DQ_ESCAPE.sub(lambda m: "" if m[1] == "\n" else m[1], piece[1:-1])
+    if piece.startswith("\\"):
+        return "" if piece[1:] == "\n" else piece[1:]
+    return piece
+
+
 def _read_assignments(root: Root, inner: str) -> Optional[list[tuple[str, int, str]]]:
     """``NAME[i]=value`` words of a shell file, unexpanded; ``None`` when unreadable."""
-    text = root.read_text_or(inner)
-    if text is None:
-        return None
     try:
-        words = shlex.split(text, comments=True, posix=True)
-    except ValueError:
+        text = root.read_text(inner, limit=MAX_CONF_BYTES)
+    except FactError:
+        return None
+    words = shell_words(text)
+    if words is None:
         return None
     found = []
     for word in words:

@@ -88,7 +88,7 @@ def pacman_kernel_release(pkgname: str, version: str) -> Optional[str]:
 @contextlib.contextmanager
 def _open_stream(root: Root, path: str) -> Iterator[IO[bytes]]:
     """Open an in-root file, decompressing gzip, xz, bzip2 or zstd by its magic bytes."""
-    with open(root.resolve(path), "rb") as raw:
+    with root.open_regular(path) as raw:
         magic = raw.read(6)
         raw.seek(0)
         if magic.startswith(b"\x1f\x8b"):
