@@ -4,9 +4,11 @@ rules and the Grafana dashboard that read it, checked with the real promtool."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -252,6 +254,29 @@ def test_textfile_from_the_configuration_lands_in_the_root(root):
     core.config = core.config._replace(metrics=core.config.metrics._replace(textfile=None))
     with pytest.raises(ValueError, match=r"metrics\.textfile"):
         metrics.write_textfile(core)
+
+
+def test_textfile_is_never_written_through_a_planted_link(root, core, tmp_path):
+    from kzguard.fileio import TMP_MARK, UnsafeDirectory
+
+    victim = tmp_path / "root-only"
+    victim.write_text("secret\n")
+    collector = tmp_path / "collector"
+    collector.mkdir()
+    target = collector / "kzguard.prom"
+    for pid in range(os.getpid() - 2, os.getpid() + 3):  # client_python's predictable names
+        os.symlink(victim, f"{target}.{pid}.{threading.get_ident()}")
+        os.symlink(victim, f"{target}{TMP_MARK}{pid}")
+    metrics.write_textfile(core, str(target))
+    assert victim.read_text() == "secret\n" and "kzguard_build_info" in target.read_text()
+    target.unlink()
+    os.symlink(victim, target)  # the textfile itself a link: refused
+    with pytest.raises(UnsafeDirectory, match="symbolic link"):
+        metrics.write_textfile(core, str(target))
+    os.chmod(collector, 0o777)  # anyone may plant files here: refused
+    with pytest.raises(UnsafeDirectory, match="not sticky"):
+        metrics.write_textfile(core, str(collector / "other.prom"))
+    assert victim.read_text() == "secret\n"
 
 
 # --- rules and dashboard ---------------------------------------------------------------------

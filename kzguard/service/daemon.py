@@ -247,6 +247,7 @@ class Daemon:
         monotonic = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={monotonic}", "STATUS=reloading")
         self._status = "reloading"
+        self._refused_textfile: Optional[str] = None  # a fixed directory is tried again
         problem = self.core.reload()
         if problem:
             _log().warning("%s", problem)
@@ -322,10 +323,21 @@ class Daemon:
         if path is None:
             return
         metrics = self._metrics_module()
-        if metrics is None:
+        if metrics is None or path == getattr(self, "_refused_textfile", None):
             return
+        from kzguard.fileio import UnsafeDirectory
+
         try:
             metrics.write_textfile(self.core, path)
+        except UnsafeDirectory as exc:  # said once; off until the configuration names another
+            self._refused_textfile = path
+            _log().error(
+                "metrics textfile writing is off: %s: %s (a root daemon does not write where "
+                "another user can plant a link; fix the directory or metrics.textfile, then "
+                "reload)",
+                exc.filename,
+                exc.strerror,
+            )
         except Exception as exc:  # noqa: BLE001 - metrics trouble must not stop the checks
             _log().error("cannot write the metrics textfile %s: %s", path, exc)
 

@@ -15,6 +15,8 @@ check timestamp 0, errors, configuration): an unknown is not a 0, and a 0 for
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import selectors
 import socket
@@ -27,7 +29,7 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     InfoMetricFamily,
 )
-from prometheus_client.exposition import generate_latest, make_wsgi_app, write_to_textfile
+from prometheus_client.exposition import generate_latest, make_wsgi_app
 from prometheus_client.registry import CollectorRegistry
 
 from kzguard import __version__
@@ -227,16 +229,24 @@ def exposition(core: Core) -> bytes:
 
 
 def write_textfile(core: Core, path: Optional[str] = None) -> str:
-    """Write the metrics for node_exporter's textfile collector: a temp file next to the
-    target, renamed over it (``write_to_textfile``). ``path`` is a host path; without it,
-    ``metrics.textfile`` is taken inside the core's root. The directory must exist. Returns
-    the host path written."""
+    """Write the metrics for node_exporter's textfile collector, atomically and never through
+    a link (:func:`kzguard.fileio.replace_bytes`; not client_python's ``write_to_textfile``,
+    whose predictable temp name a user of the collector directory could plant a link at).
+    ``path`` is a host path; without it, ``metrics.textfile`` is taken inside the core's
+    root. The directory must exist, and is refused (``UnsafeDirectory``) when another user
+    can write it and it is not sticky and root's. Returns the host path written."""
+    from kzguard import fileio
+
     if path is None:
         inner = core.config.metrics.textfile
         if not inner:
             raise ValueError("no textfile: metrics.textfile is not set")
         path = Root(core.root.top).resolve(inner).as_posix()
-    write_to_textfile(path, registry(core))
+    directory = os.path.dirname(path) or "."
+    fileio.check_directory(directory)
+    if os.path.islink(path):
+        raise fileio.UnsafeDirectory(errno.EPERM, "the textfile is a symbolic link", path)
+    fileio.replace_bytes(path, generate_latest(registry(core)), mode=0o644)
     return path
 
 
