@@ -280,9 +280,11 @@ class Runner:
         dry_run: bool = False,
         timeout: float = 60.0,
         env: Optional[Mapping[str, str]] = None,
+        deadline: Optional[float] = None,
     ):
         self.dry_run = dry_run
         self.timeout = timeout
+        self.deadline = deadline  # time.monotonic() after which no command runs
         self.env = dict(os.environ if env is None else env)
         self.env["LC_ALL"] = "C"
 
@@ -339,19 +341,60 @@ class Runner:
         return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
 
     def _exec(
-        self, argv: list[str], *, timeout: Optional[float], **kwargs: Any
+        self,
+        argv: list[str],
+        *,
+        timeout: Optional[float],
+        input: Any = None,
+        capture_output: bool = False,
+        **kwargs: Any,
     ) -> subprocess.CompletedProcess:
-        """``subprocess.run`` with this runner's environment, its timeout and one error type."""
+        """Run ``argv`` in its own process group with this runner's environment and one error
+        type. The timeout is the command's own, cut to what is left of ``deadline``; when it
+        passes, or anything interrupts the wait (a hook's overall deadline), the whole group
+        is killed (grandchildren too), so nothing kzguard started outlives it."""
         import subprocess
+        import time
 
+        limit = timeout or self.timeout
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise CommandError(argv, None, reason="not run: the overall deadline has passed")
+            limit = min(limit, left)
+        if capture_output:
+            kwargs.setdefault("stdout", subprocess.PIPE)
+            kwargs.setdefault("stderr", subprocess.PIPE)
+        stdin = subprocess.PIPE if input is not None else subprocess.DEVNULL
         try:
-            return subprocess.run(
-                argv, env=self.env, timeout=timeout or self.timeout, check=False, **kwargs
+            proc = subprocess.Popen(
+                argv, env=self.env, stdin=stdin, start_new_session=True, **kwargs
             )
         except FileNotFoundError as exc:
             raise CommandError(argv, None, reason="command not found") from exc
+        try:
+            stdout, stderr = proc.communicate(input, timeout=limit)
         except subprocess.TimeoutExpired as exc:
-            raise CommandError(argv, None, reason=f"timed out after {exc.timeout}s") from exc
+            _kill_group(proc)
+            raise CommandError(argv, None, reason=f"timed out after {limit:.3g}s") from exc
+        except BaseException:
+            _kill_group(proc)
+            raise
+        return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the process group ``proc`` leads, then reap ``proc`` (bounded)."""
+    import contextlib
+    import signal
+    import subprocess
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired, ValueError, OSError):
+        proc.communicate(timeout=5)
 
 
 def _log() -> logging.Logger:
