@@ -13,7 +13,14 @@ import sys
 from collections.abc import Sequence
 
 from kzguard import __version__
-from kzguard.errors import EXIT_INTERNAL, EXIT_SAFE, EXIT_UNSAFE, KzguardError, UsageError
+from kzguard.errors import (
+    EXIT_INTERNAL,
+    EXIT_SAFE,
+    EXIT_UNSAFE,
+    EXIT_USAGE,
+    KzguardError,
+    UsageError,
+)
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:
@@ -111,8 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="the package-manager hooks' entry point (reads the manager's protocol on stdin)",
     )
-    hook.add_argument("manager", choices=(*HOOK_MANAGERS, POST_INSTALL), help="the manager calling")
-    hook.add_argument("release", nargs="?", help="post-install: the kernel release just installed")
+    hook.add_argument(
+        "manager",
+        choices=(*HOOK_MANAGERS, POST_INSTALL, POST_TRANSACTION),
+        help="the manager calling",
+    )
+    hook.add_argument(
+        "release",
+        nargs="?",
+        help="post-install: the kernel release just installed; post-transaction: the manager "
+        "whose transaction just ended (apt)",
+    )
     hook.add_argument(
         "--targets",
         action="store_true",
@@ -253,6 +269,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 HOOK_MANAGERS = ("apt", "pacman", "dnf5")
 POST_INSTALL = "post-install"
+POST_TRANSACTION = "post-transaction"  # apt's DPkg::Post-Invoke: the end-state check
+END_MANAGERS = ("apt", "dnf", "dnf5")
 
 
 def cmd_hook(args: argparse.Namespace) -> int:
@@ -261,6 +279,8 @@ def cmd_hook(args: argparse.Namespace) -> int:
 
     if args.manager == POST_INSTALL:
         return _post_install(args)
+    if args.manager == POST_TRANSACTION:
+        return _post_transaction(args)
     if args.release or args.targets:
         raise UsageError(f"hook {args.manager} takes no release and no --targets")
     from kzguard.gate import hook_main
@@ -290,6 +310,20 @@ def _post_install(args: argparse.Namespace) -> int:
         config_path=args.config,
         dry_run=args.dry_run,
         targets=sys.stdin if args.targets else None,
+    )
+
+
+def _post_transaction(args: argparse.Namespace) -> int:
+    """The final post-install check of the transaction that just ended."""
+    from kzguard import postinstall
+
+    if args.release not in END_MANAGERS or args.targets:
+        raise UsageError(
+            f"hook post-transaction takes the manager whose transaction ended "
+            f"({', '.join(END_MANAGERS)}), not {args.release!r}"
+        )
+    return postinstall.finish_main(
+        args.release, root_option=args.root, config_path=args.config, dry_run=args.dry_run
     )
 
 
@@ -357,26 +391,28 @@ def cmd_allow(args: argparse.Namespace) -> int:
             print(f"{release}  (added {info.get('time', '?')} by {info.get('by', '?')})")
         return 0
     parse_release(args.release)
+    who = _who()
     with state.locked(root, dry_run=args.dry_run) as st:
         if args.remove:
             removed = st.data["allow"].pop(args.release, None) is not None
-            print(
-                f"kzguard: override for {args.release} " + ("withdrawn" if removed else "not found")
-            )
         else:
-            who = _who()
             when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             st.data["allow"][args.release] = {"time": when, "by": who}
             st.event("allow-added", f"{who} allowed {args.release} once", kernel=args.release)
-            journal.event(
-                "allow-added",
-                f"{who} allowed {args.release} through the next transaction",
-                priority=journal.NOTICE,
-                kernel=args.release,
-            )
-            verb = "would let" if args.dry_run else "will let"
-            print(f"kzguard: the next transaction {verb} {args.release} through once")
         st.save()
+    # said only once the state file holds it (a failed write raised above: nothing is claimed)
+    if args.remove:
+        print(f"kzguard: override for {args.release} " + ("withdrawn" if removed else "not found"))
+        return 0
+    if not args.dry_run:
+        journal.event(
+            "allow-added",
+            f"{who} allowed {args.release} through the next transaction",
+            priority=journal.NOTICE,
+            kernel=args.release,
+        )
+    verb = "would let" if args.dry_run else "will let"
+    print(f"kzguard: the next transaction {verb} {args.release} through once")
     return 0
 
 
@@ -441,7 +477,60 @@ def _setup_logging(verbosity: int) -> None:
         logging.basicConfig(level=level, format="kzguard: %(levelname)s: %(message)s")
 
 
+def _fast_post_transaction(argv: Sequence[str]) -> Optional[int]:
+    """``[--root DIR] [--config FILE] [--dry-run] hook post-transaction MANAGER``, which apt
+    runs after every dpkg run, without building the parser (most runs have nothing to do);
+    ``None`` for any other command line."""
+    options: dict[str, object] = {"--root": None, "--config": None, "--dry-run": False}
+    words = list(argv)
+    rest: list[str] = []
+    while words:
+        word = words.pop(0)
+        key, eq, value = word.partition("=")
+        if key in ("--root", "--config") and (eq or words):
+            options[key] = value if eq else words.pop(0)
+        elif word == "--dry-run":
+            options[word] = True
+        else:
+            rest.append(word)
+    if len(rest) != 3 or rest[:2] != ["hook", POST_TRANSACTION] or rest[2] not in END_MANAGERS:
+        return None
+    from kzguard import postinstall
+
+    return postinstall.finish_main(
+        rest[2],
+        root_option=options["--root"],  # type: ignore[arg-type]
+        config_path=options["--config"],  # type: ignore[arg-type]
+        dry_run=bool(options["--dry-run"]),
+    )
+
+
+_WRITE_FAILURES = {
+    "EACCES": "permission denied (run as root)",
+    "EPERM": "operation not permitted (run as root)",
+    "EROFS": "read-only file system",
+    "ENOSPC": "no space left on the device",
+    "EDQUOT": "disk quota exceeded",
+}
+
+
+def write_failure(exc: OSError) -> Optional[str]:
+    """One line for a change the host refused (permission, read-only, disk full); ``None``
+    for any other OSError, which stays an internal error."""
+    import errno
+
+    name = errno.errorcode.get(exc.errno or 0, "")
+    what = _WRITE_FAILURES.get(name)
+    if what is None:
+        return None
+    where = f" writing {exc.filename}" if exc.filename else ""
+    return f"cannot change the host{where}: {what}; nothing was reported as done"
+
+
 def main(argv: Optional[list[str]] = None) -> int:
+    fast = _fast_post_transaction(sys.argv[1:] if argv is None else argv)
+    if fast is not None:
+        return fast
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
@@ -453,6 +542,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         print("kzguard: interrupted", file=sys.stderr)
         return EXIT_INTERNAL
+    except OSError as exc:
+        message = write_failure(exc)
+        if message is None:
+            print(f"kzguard: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return EXIT_INTERNAL
+        print(f"kzguard: {message}", file=sys.stderr)
+        return EXIT_USAGE
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_INTERNAL

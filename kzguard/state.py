@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Optional
 
-from kzguard.errors import KzguardError
+from kzguard.errors import EXIT_USAGE, KzguardError
 from kzguard.fileio import replace_file
 from kzguard.root import Root
 
@@ -28,9 +28,11 @@ MAX_EVENTS = 200
 
 
 class StateError(KzguardError):
-    """The state file could not be read, locked or written."""
+    """The state file could not be read, locked or written (permission, read-only, disk full):
+    the host refused the change, so the CLI exits 2, not 3 (docs/cli.md)."""
 
     name = "state"
+    exit_code = EXIT_USAGE
 
 
 def empty() -> dict[str, Any]:

@@ -150,3 +150,38 @@ def test_snapshot_command_on_a_zfs_root(tmp_path, fake_zfs):
     assert snap["name"].endswith("-before-bios-update")
     assert snap["props"]["org.kzguard:manager"] == "kzguard"
     assert run("--root", str(tmp_path / "nowhere"), "snapshot").returncode == 2
+
+
+def _unprivileged(*argv: str) -> subprocess.CompletedProcess:
+    """As root without capabilities: file modes bind it, as they bind an admin without sudo."""
+    import shutil
+
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv (util-linux)")
+    return subprocess.run(
+        ["setpriv", "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-m", "kzguard"]
+        + list(argv),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("allow", "6.12.1-amd64"), ("pin", "add", "6.12.1-amd64"), ("allow", "--remove", "6.12.1")],
+)
+def test_a_change_the_host_refuses_is_a_one_line_exit_2_and_claims_nothing(tmp_path, command):
+    import os
+
+    state_dir = tmp_path / "var/lib/kzguard"
+    state_dir.mkdir(parents=True)
+    os.chmod(state_dir, 0o555)
+    try:
+        proc = _unprivileged("--root", str(tmp_path), *command)
+    finally:
+        os.chmod(state_dir, 0o755)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""  # nothing said to be done
+    assert "Permission denied" in proc.stderr and "internal error" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
