@@ -607,3 +607,54 @@ def test_the_policy_files_name_what_the_code_names():
     assert action.get("id") == names.ACTION_MANAGE
     assert action.find("defaults/allow_active").text == "auth_admin_keep"
     assert action.find("defaults/allow_any").text == "no"
+
+
+COUNTING_SERVICE = SERVICE.replace(
+    "core.check()\n",
+    "core.check()\n"
+    "real = core.check\n"
+    "def counted():\n"
+    "    with open(sys.argv[3], 'a') as log:\n"
+    "        log.write('check\\n')\n"
+    "    return real()\n"
+    "core.check = counted\n",
+)
+
+
+def test_concurrent_check_now_calls_share_checks(tmp_path, make_bus):
+    """Any caller may ask for a check: twenty at once cost a check or two, not twenty."""
+    root, _ = debian(tmp_path, module=False)
+    bus = make_bus()
+    log = tmp_path / "checks.log"
+    log.write_text("")
+    argv = [sys.executable, "-c", COUNTING_SERVICE, bus.address, str(root), str(log)]
+    service = bus.start("service", argv)
+    bus.wait_for_name(names.BUS_NAME, service)
+    full = [
+        *NOBODY,
+        "busctl",
+        f"--address={bus.address}",
+        "--json=short",
+        "call",
+        names.BUS_NAME,
+        names.OBJECT_PATH,
+        names.INTERFACE,
+        "CheckNow",
+    ]
+    clients = [
+        subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(20)
+    ]
+    try:
+        wait_for(lambda: all(c.poll() is not None for c in clients), "20 CheckNow replies")
+        for client in clients:
+            out, err = client.communicate(timeout=TIMEOUT)
+            assert client.returncode == 0, err
+            assert json.loads(json.loads(out)["data"][0])["next_boot"]["release"] == NEW
+    finally:
+        for client in clients:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+    runs = len(log.read_text().splitlines())
+    assert 1 <= runs <= 3, f"{runs} checks for 20 requests"

@@ -166,6 +166,59 @@ class Authority:
         )
 
 
+# --- coalescing -----------------------------------------------------------------------------
+
+MIN_CHECK_INTERVAL = 1.0  # seconds between the end of one requested check and the next
+
+
+class CheckQueue:
+    """Requested checks, coalesced: one check at a time, every request that arrives before it
+    starts shares its result, and a new one starts no sooner than ``min_interval`` after the
+    last ended. Any caller on the bus may ask (and every hook does, after a transaction): this
+    bounds the root work they can cause to one check per ``min_interval``."""
+
+    def __init__(self, run: Callable[[], str], min_interval: float = MIN_CHECK_INTERVAL):
+        self._run = run
+        self.min_interval = min_interval
+        self._waiting: list[tuple[Callable[[str], None], Callable[[Exception], None]]] = []
+        self._scheduled = False
+        self._last_end = float("-inf")
+        self.runs = 0
+
+    def request(self, reply: Callable[[str], None], error: Callable[[Exception], None]) -> None:
+        import time
+
+        from gi.repository import GLib
+
+        self._waiting.append((reply, error))
+        if self._scheduled:
+            return
+        self._scheduled = True
+        delay = max(0.0, self._last_end + self.min_interval - time.monotonic())
+        GLib.timeout_add(int(delay * 1000), self._check)
+
+    def _check(self) -> bool:
+        import time
+
+        waiting, self._waiting = self._waiting, []
+        self._scheduled = False
+        self.runs += 1
+        failure: Optional[Exception] = None
+        try:
+            with _mapped():
+                text = self._run()
+        except Exception as exc:  # noqa: BLE001 - already mapped to a named D-Bus error
+            failure = exc
+        finally:
+            self._last_end = time.monotonic()
+        for reply, error in waiting:
+            if failure is None:
+                reply(text)
+            else:
+                error(failure)
+        return False  # a one-shot GLib source
+
+
 # --- the object --------------------------------------------------------------------------------
 
 
@@ -189,6 +242,7 @@ class Guard1(dbus.service.Object):
         self._authority = Authority(bus)
         self._closed = False
         self.bus_name: Optional[dbus.service.BusName] = None
+        self._checks = CheckQueue(lambda: to_json(core.check().report))
         core.add_listener(self._changed)
 
     def close(self) -> None:
@@ -215,11 +269,13 @@ class Guard1(dbus.service.Object):
             nb = self._current().report.next_boot
             return (nb.release, nb.safe, nb.verdict) if nb else ("", False, "unknown")
 
-    @dbus.service.method(names.INTERFACE, in_signature="", out_signature="s")
-    def CheckNow(self) -> str:
-        """Judge the host again now (signals follow any change); the new report as JSON."""
-        with _mapped():
-            return to_json(self._core.check().report)
+    @dbus.service.method(
+        names.INTERFACE, in_signature="", out_signature="s", async_callbacks=("reply", "error")
+    )
+    def CheckNow(self, reply=None, error=None) -> None:
+        """Judge the host again (signals follow any change); the new report as JSON. Calls
+        that arrive while a check is due share it (:class:`CheckQueue`)."""
+        self._checks.request(lambda text: reply(text), error)
 
     # --- changing: root or polkit ------------------------------------------------------------
 
