@@ -17,6 +17,7 @@ TMP_MARK = ".kzguard-tmp-"
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Optional
 
 
@@ -110,6 +111,22 @@ def _running(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created 0600, never through a link) for
+    the block: the one lock discipline for a read-modify-write of a file others also write."""
+    import fcntl
+
+    os.makedirs(os.path.dirname(lock_path) or ".", mode=0o755, exist_ok=True)
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(lock_path, flags, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def check_directory(directory: str) -> None:

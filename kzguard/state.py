@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import time
 from collections.abc import Iterator
 from typing import Any, Optional
@@ -105,19 +106,37 @@ def read(root: Root) -> dict[str, Any]:
     """The state as it is now, without locking (for display); a corrupt file reads as empty."""
     path = root.resolve(STATE_FILE).as_posix()
     try:
-        with open(path, encoding="utf-8") as handle:
-            return _validated(json.load(handle))
-    except (OSError, ValueError):
+        return _validated(_parse(path))
+    except (OSError, ValueError, RecursionError):
         return empty()
+
+
+MAX_STATE_BYTES = 16 * 1024 * 1024
+
+
+def _parse(path: str) -> Any:
+    """The state file's JSON: a regular file (a FIFO is refused, not waited on) of at most
+    MAX_STATE_BYTES; nesting too deep for the decoder is a ValueError like any other damage."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file")
+        data = handle.read(MAX_STATE_BYTES + 1)
+    if len(data) > MAX_STATE_BYTES:
+        raise ValueError(f"larger than {MAX_STATE_BYTES} bytes")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except RecursionError as exc:
+        raise ValueError("nested too deeply") from exc
 
 
 def _load(path: str, state: State, dry_run: bool) -> dict[str, Any]:
     try:
-        with open(path, encoding="utf-8") as handle:
-            return _validated(json.load(handle))
+        return _validated(_parse(path))
     except FileNotFoundError:
         return empty()
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
         aside = f"{path}.corrupt-{_utc().replace(':', '')}"
         if not dry_run:
             try:

@@ -20,7 +20,7 @@ def remove_manager_config(root: Root, runner: Runner) -> list[str]:
         gone = apt_hold.remove(root, runner, [p.key for p in pins], record=False)
         verb = "would remove" if runner.dry_run else "removed"
         lines += [f"{verb} APT pin {p.key} ({apt_hold.PREFERENCES})" for p in gone]
-    lock = dnf5_hold.Versionlock.load(root)
-    if lock.held():
-        lines += lock.write(root, runner, [])
+    with dnf5_hold.locked(root, runner) as lock:
+        if lock.held():
+            lines += lock.write(root, runner, [])
     return lines

@@ -24,8 +24,10 @@ or lifted goes to the journal; with ``--dry-run`` (the :class:`~kzguard.root.Run
 
 from __future__ import annotations
 
+import contextlib
+import posixpath
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
 from kzguard import journal
@@ -40,11 +42,28 @@ _HOLDS = re.compile(r"kzguard: holds (?P<releases>[^()]*?)(?: \(|\Z)")
 _TABLE = re.compile(r"\s*\[\[\s*packages\s*\]\]\s*(?:#.*)?\Z")
 
 
+LOCK = "/var/lib/kzguard/versionlock.lock"
+
+
+@contextlib.contextmanager
+def locked(root: Root, runner: Runner) -> Iterator[Versionlock]:
+    """The versionlock file loaded under kzguard's lock for it, held until the block's write
+    is done: concurrent kzguard runs never lose each other's holds. Taken after the state
+    lock when both are held, never before it."""
+    from kzguard.fileio import exclusive
+
+    if runner.dry_run and not root.is_dir(posixpath.dirname(LOCK)):
+        yield Versionlock.load(root)
+        return
+    with exclusive(root.resolve(LOCK).as_posix()):
+        yield Versionlock.load(root)
+
+
 def add(root: Root, runner: Runner, releases: Sequence[str]) -> tuple[list[str], list[str]]:
     """Hold ``releases`` besides what kzguard holds already: the lines say what changed, the
     list names the releases that could not be held."""
-    lock = Versionlock.load(root)
-    lines = lock.write(root, runner, sorted({*lock.held(), *releases}))
+    with locked(root, runner) as lock:
+        lines = lock.write(root, runner, sorted({*lock.held(), *releases}))
     return lines, [r for r in releases if r not in lock.holding]
 
 
@@ -69,7 +88,7 @@ class Versionlock:
             return cls(text, [])
         try:
             data = _toml_loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise Dnf5Error(f"{VERSIONLOCK} does not parse: {exc}") from exc
         packages = data.get("packages", [])
         if not isinstance(packages, list):

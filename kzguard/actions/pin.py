@@ -235,16 +235,16 @@ def _apply(
 
 
 def _dnf5(root: Root, runner: Runner, release: str, *, adding: bool) -> list[str]:
-    from kzguard.actions.dnf5_hold import VERSIONLOCK, Versionlock
+    from kzguard.actions.dnf5_hold import VERSIONLOCK, locked
 
     if not adding and not root.exists(VERSIONLOCK):
         return []
-    lock = Versionlock.load(root)
-    held = lock.held()
-    if adding == (release in held):
-        return []
-    wanted = [*held, release] if adding else [r for r in held if r != release]
-    lines = lock.write(root, runner, wanted)
+    with locked(root, runner) as lock:  # read-modify-write under kzguard's lock for the file
+        held = lock.held()
+        if adding == (release in held):
+            return []
+        wanted = [*held, release] if adding else [r for r in held if r != release]
+        lines = lock.write(root, runner, wanted)
     return [line.replace("kzguard: ", "kzguard: dnf5: ", 1) for line in lines]
 
 
