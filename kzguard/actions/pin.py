@@ -141,6 +141,7 @@ def add(
     the pin as it is (an admin's stays an admin's) and only writes a missing manager form."""
     from kzguard import state
 
+    reconcile(root, runner)  # an earlier run killed half-way is finished first
     managers = managers_in(root)
     pin = PinInfo(release, reason, _utc(), who, ",".join(managers), tuple(codes), auto)
     verb = "would pin" if runner.dry_run else "pinned"
@@ -175,6 +176,7 @@ def remove(root: Root, runner: Runner, release: str, *, why: str) -> list[str]:
     """Lift the pin on ``release`` everywhere it lives; ``why`` says who or what lifted it."""
     from kzguard import state
 
+    reconcile(root, runner, adopt=False)  # an orphan stanza is what this removes
     verb = "would lift" if runner.dry_run else "lifted"
     with state.locked(root, dry_run=runner.dry_run) as st:
         pin = from_state(st.data).get(release)
@@ -246,6 +248,59 @@ def _dnf5(root: Root, runner: Runner, release: str, *, adding: bool) -> list[str
         wanted = [*held, release] if adding else [r for r in held if r != release]
         lines = lock.write(root, runner, wanted)
     return [line.replace("kzguard: ", "kzguard: dnf5: ", 1) for line in lines]
+
+
+# --- replaying an interrupted change -----------------------------------------------------------
+
+
+def reconcile(root: Root, runner: Runner, *, adopt: bool = True) -> list[str]:
+    """Make the state file and the managers' forms agree after a run killed between them.
+
+    The state is written first, so a pin there without its APT stanza or dnf5 hold gets it
+    now. An APT ``pin`` stanza the state does not record (its entry lost, or a ``pin remove``
+    killed half-way) is adopted back into the state with ``adopt``: a pin is never dropped
+    on a guess, and ``kzguard pin remove`` lifts it. dnf5 holds without a pin are the dnf5
+    upkeep's (hold mode owns them)."""
+    from kzguard import state
+    from kzguard.actions import apt_hold
+
+    pins = current(root)
+    managers = managers_in(root)
+    lines: list[str] = []
+    if APT in managers:
+        stanzas, _ = apt_hold.read(root)
+        ours = {p.subject: p for p in stanzas if p.kind == apt_hold.PIN}
+        missing = [apt_hold.release_pin(r, pins[r].codes) for r in sorted(set(pins) - set(ours))]
+        if missing and apt_hold.add(root, runner, missing, record=False):
+            done = ", ".join(p.subject for p in missing)
+            lines.append(f"kzguard: apt: wrote the pins of {done}, recorded but not written")
+        orphans = sorted(set(ours) - set(pins)) if adopt else []
+        if orphans:
+            with state.locked(root, dry_run=runner.dry_run) as st:
+                for release in orphans:
+                    found = PinInfo(
+                        release,
+                        "recovered from the APT preferences file (its state entry was lost)",
+                        ours[release].since,
+                        "kzguard",
+                        APT,
+                        ours[release].codes,
+                        auto=False,
+                    )
+                    st.data["pins"].setdefault(release, found.to_state())
+                st.save()
+            lines.append(
+                f"kzguard: recorded the pins found only in APT's file: {', '.join(orphans)}"
+            )
+    if DNF5 in managers and pins:
+        from kzguard.actions.dnf5_hold import locked
+
+        with locked(root, runner) as lock:
+            held = lock.held()
+            missing_holds = [r for r in pins if r not in held]
+            if missing_holds:
+                lines += lock.write(root, runner, [*held, *missing_holds])
+    return lines
 
 
 # --- lifting ----------------------------------------------------------------------------------
