@@ -535,3 +535,37 @@ def test_cli_keep_reports_why_the_guard_cannot_act(tmp_path):
     proc = cli("--root", str(root), "boot", "keep", sc.DEBIAN_RUNNING)
     assert proc.returncode == 1
     assert "needs GRUB_DEFAULT=saved" in proc.stderr
+
+
+BOOT_RACER = """
+import sys
+from kzguard.actions import boot
+from kzguard.root import Root, Runner
+root, releases = Root(sys.argv[1]), sys.argv[2:]
+for release in releases:
+    change = boot.keep(root, Runner(), release, reason="race")
+    assert not change.failed, change.message
+"""
+
+
+@pytest.mark.real
+def test_twenty_racing_keeps_lose_neither_the_original_nor_grubenv(tmp_path):
+    """20 processes move GRUB's default at once: grubenv stays whole, the state records the
+    true original, and one release puts it back byte for byte."""
+    import sys
+
+    root = tmp_path / "root"
+    releases = (DEB_OLD, DEB_NEW, "6.1.0-26-amd64")
+    debian(root, releases=releases, saved_entry="0")
+    grubenv = (root / GRUBENV.lstrip("/")).read_bytes()
+    procs = [
+        subprocess.Popen([sys.executable, "-c", BOOT_RACER, str(root), *releases[n % 2 :]])
+        for n in range(20)
+    ]
+    assert [p.wait(timeout=300) for p in procs] == [0] * 20
+    kept = record(root)
+    assert kept["original"] == "0" and kept["kept"] in releases
+    env = run("grub-editenv", root / GRUBENV.lstrip("/"), "list").stdout
+    assert env == f"saved_entry={entry_id(kept['kept'])}\n"
+    assert guard.release(Root(root), Runner()).changed
+    assert (root / GRUBENV.lstrip("/")).read_bytes() == grubenv
