@@ -159,8 +159,15 @@ def _unprivileged(*argv: str) -> subprocess.CompletedProcess:
     if shutil.which("setpriv") is None:
         pytest.skip("needs setpriv (util-linux)")
     return subprocess.run(
-        ["setpriv", "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-m", "kzguard"]
-        + list(argv),
+        [
+            "setpriv",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            sys.executable,
+            "-m",
+            "kzguard",
+            *argv,
+        ],
         capture_output=True,
         text=True,
         check=False,
