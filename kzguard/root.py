@@ -365,7 +365,8 @@ class Runner:
         if capture_output:
             kwargs.setdefault("stdout", subprocess.PIPE)
             kwargs.setdefault("stderr", subprocess.PIPE)
-        stdin = subprocess.PIPE if input is not None else subprocess.DEVNULL
+        # A pipe, closed at once without input: a chroot (pacman's hooks) may have no /dev/null.
+        stdin = subprocess.PIPE
         try:
             proc = subprocess.Popen(
                 argv, env=self.env, stdin=stdin, start_new_session=True, **kwargs
