@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from kzguard.actions.pin import Lifted
     from kzguard.config import Config
     from kzguard.facts.host import Host
+    from kzguard.inflight import Process
     from kzguard.state import State
 
 ALLOW_ENV = "KZGUARD_ALLOW"
@@ -42,6 +43,10 @@ class HookInput(Record):
     transaction: Transaction
     root: Optional[str] = None
     command: str = ""
+    # the manager runs ``kzguard hook post-transaction`` (or the like) on this root at the end,
+    # so a transaction that goes ahead is recorded and the post-install hooks inside it only
+    # queue their kernels (kzguard.inflight)
+    final_check: bool = False
 
 
 def allowed_from_env(env: Mapping[str, str]) -> set[str]:
@@ -57,8 +62,17 @@ def run_gate(
     env: Optional[Mapping[str, str]] = None,
     runner: Optional[Runner] = None,
     command: str = "",
+    in_flight: Optional[Process] = None,
+    token: Optional[str] = None,
+    lifted_into: Optional[list[str]] = None,
 ) -> Decision:
-    """Judge ``transaction`` on ``root`` and decide; snapshot first when it goes ahead."""
+    """Judge ``transaction`` on ``root`` and decide; snapshot first when it goes ahead.
+
+    With ``in_flight`` (the manager's process, whose end hook runs the final post-install
+    check) a transaction that goes ahead is recorded in the state file, in the same write.
+    ``lifted_into`` receives the kernels whose pins were lifted (the dnf plugin records them
+    at ``pre_transaction``, for the end hook to check again).
+    """
     from kzguard import state
     from kzguard.config import load_config
     from kzguard.decision import decide
@@ -71,6 +85,8 @@ def run_gate(
     host = gather_for(root, config)
     report = judge(host, config.zfs_ranges, transaction=transaction, ranges_origin=config.source)
     lifted = _lift_pins(root, runner, host, config, transaction)
+    if lifted_into is not None:
+        lifted_into.extend(lifted.releases)
     from_env = allowed_from_env(env)
     with state.locked(root, dry_run=runner.dry_run) as st:
         stored = set(st.data["allow"])
@@ -84,6 +100,8 @@ def run_gate(
         )
         if lifted.lines:
             decision = decision._replace(lines=(*lifted.lines, *decision.lines))
+        if transaction.zfs_sources or transaction.notes:
+            decision = decision._replace(lines=(*_zfs_lines(transaction), *decision.lines))
         for release in decision.allowed:
             how = ALLOW_ENV if release in from_env else "kzguard allow"
             if release not in from_env:
@@ -99,12 +117,59 @@ def run_gate(
         if decision.action in (ALLOW, WARN) and config.snapshots.enabled:  # it goes ahead
             decision = _snapshot(root, runner, config, transaction, decision, st)
         _record(st, transaction, decision)
+        if in_flight is not None and decision.action in (ALLOW, WARN):
+            from kzguard import inflight
+
+            inflight.begin(
+                st.data,
+                transaction.manager,
+                in_flight,
+                kernels=transaction.install,
+                zfs=transaction.touches_zfs,
+                token=token,
+                lifted=lifted.releases,
+            )
         st.save()
     if not runner.dry_run:  # the service re-checks now rather than at its next look
         from kzguard.service.notify import notify_change
 
         notify_change("transaction", root=root.top, manager=transaction.manager)
     return decision
+
+
+def recheck(
+    root: Root,
+    transaction: Transaction,
+    *,
+    config_path: Optional[str] = None,
+    allowed: frozenset[str] = frozenset(),
+    env: Optional[Mapping[str, str]] = None,
+    command: str = "",
+) -> Decision:
+    """Judge ``transaction`` again and decide, changing nothing (no snapshot, no record, no
+    override used up): the dnf plugin's second look at ``pre_transaction``, once the package
+    files are downloaded and their META can be read. ``allowed`` are the kernels the first
+    decision let through by an admin's override."""
+    from kzguard import state
+    from kzguard.config import load_config
+    from kzguard.decision import decide
+    from kzguard.facts.host import gather_for
+    from kzguard.policy import judge
+
+    env = os.environ if env is None else env
+    config = load_config(root, config_path)
+    host = gather_for(root, config)
+    report = judge(host, config.zfs_ranges, transaction=transaction, ranges_origin=config.source)
+    data = state.read(root)
+    decision = decide(
+        report,
+        on_unsupported=config.on_unsupported_kernel,
+        on_unknown=config.on_unknown,
+        allowed=set(allowed) | allowed_from_env(env) | set(data["allow"]),
+        command=command,
+        pinned=_pinned(data),
+    )
+    return decision._replace(lines=(*_zfs_lines(transaction), *decision.lines))
 
 
 def _lift_pins(
@@ -115,9 +180,18 @@ def _lift_pins(
     from kzguard import state
     from kzguard.actions import pin
 
-    if not root.exists(state.STATE_FILE) or not state.read(root)["pins"]:
+    if not state.read(root)["pins"]:  # read() is empty for a missing, corrupt or looping file
         return pin.Lifted()
     return pin.lift_safe(root, runner, host, config, transaction=transaction)
+
+
+def _zfs_lines(transaction: Transaction) -> list[str]:
+    """Which range the incoming ZFS was judged by: its own META (named), or the table (why)."""
+    lines = [
+        f"kzguard: ZFS {s.version} supports Linux {s.linux_min} to {s.linux_max}.x ({s.path})"
+        for s in transaction.zfs_sources
+    ]
+    return lines + [f"kzguard: {note}" for note in transaction.notes]
 
 
 def _pinned(data: Mapping[str, object]) -> dict[str, str]:
@@ -207,12 +281,18 @@ def hook_main(
         if not hook_input.transaction.relevant:
             return 0
         root = Root.open(root_path)
+        in_flight = None
+        if hook_input.final_check:
+            from kzguard.inflight import manager_process
+
+            in_flight = manager_process()
         decision = run_gate(
             root,
             hook_input.transaction,
             config_path=config_path,
             runner=runner,
             command=hook_input.command,
+            in_flight=in_flight,
         )
         if decision.action == HOLD and on_hold is not None:
             decision = decision._replace(

@@ -21,6 +21,7 @@ exits 1 (as the pre-transaction hooks do). Everything honours ``--dry-run``.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 
@@ -29,7 +30,7 @@ from kzguard.record import Record
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
     from typing import Optional, TextIO
 
     from kzguard.config import Config
@@ -44,6 +45,7 @@ KEEP, WARN, FAIL = "keep-default", "warn", "fail"
 EXIT_FAIL = 1
 _VMLINUZ = re.compile(r"/?usr/lib/modules/([^/\s]+)/vmlinuz\Z")
 _META = re.compile(r"/?usr/src/zfs-[^/\s]+/META\Z")
+_STATE_FILE = "/var/lib/kzguard/state.json"  # kzguard.state.STATE_FILE, not imported for it
 
 
 class PostInstallError(KzguardError):
@@ -64,8 +66,8 @@ class Outcome(Record):
     error: Optional[str] = None  # a failure of an action (applied as on_error)
 
 
-def check(root: Root, release: str, *, config: Config, runner: Runner) -> Outcome:
-    """Judge ``release`` on ``root`` with every check, then act on the verdict."""
+def _judge(root: Root, release: str, config: Config) -> tuple[Host, Report]:
+    """The host and the report on ``release`` (first) and every other installed kernel."""
     from kzguard.facts.host import gather_for
     from kzguard.policy import judge
 
@@ -77,6 +79,12 @@ def check(root: Root, release: str, *, config: Config, runner: Runner) -> Outcom
         )
     others = [k.release for k in host.installed if k.release != release]
     report = judge(host, config.zfs_ranges, kernels=[release, *others], ranges_origin=config.source)
+    return host, report
+
+
+def check(root: Root, release: str, *, config: Config, runner: Runner) -> Outcome:
+    """Judge ``release`` on ``root`` with every check, then act on the verdict."""
+    host, report = _judge(root, release, config)
     verdicts = {k.release: k for k in report.kernels}
     if verdicts[release].safe:
         outcome = _passed(root, runner, host, config, report, release)
@@ -282,11 +290,18 @@ def hook_main(
     dry_run: bool = False,
     targets: Optional[TextIO] = None,
     out: Optional[TextIO] = None,
+    env: Optional[Mapping[str, str]] = None,
 ) -> int:
-    """Check each kernel and print what was found and done; the exit code for the hook."""
+    """Check each kernel and print what was found and done; the exit code for the hook.
+
+    Inside a transaction kzguard recorded (:mod:`kzguard.inflight`) a kernel is only queued
+    for the end-of-transaction check and judged provisionally, changing nothing. A stale
+    record is cleared and the kernels it queued are checked now, with this one.
+    """
     from kzguard.root import Root, Runner
 
     out = out or sys.stderr
+    env = os.environ if env is None else env
     root_path = root_option or "/"
     runner = Runner(dry_run=dry_run)
     try:
@@ -298,20 +313,261 @@ def hook_main(
             releases = releases_from_targets(root, targets)
     except Exception as exc:  # noqa: BLE001 - any failure of kzguard itself meets on_error
         return _on_error(exc, root_path, config_path, None, out)
-    code = 0
+    todo: list[str] = []
     for release in releases:
         try:
-            outcome = check(root, release, config=config, runner=runner)
-        except Exception as exc:  # noqa: BLE001 - as above
-            code = max(code, _on_error(exc, root_path, config_path, release, out))
+            manager, stale = _queue_if_inside(root, release, runner, env)
+        except Exception:  # noqa: BLE001 - not queued: the full check below acts now
+            manager, stale = None, []
+        if manager is not None:
+            for line in provisional(root, release, config, manager):
+                print(line, file=out)
             continue
-        for line in outcome.lines:
-            print(line, file=out)
-        code = max(code, outcome.exit_code)
-        if outcome.error:
-            failure = PostInstallError(outcome.error)
-            code = max(code, _on_error(failure, root_path, config_path, release, out))
+        if stale:
+            print(
+                f"kzguard: an earlier transaction ended without its final check; checking "
+                f"the kernels it configured now: {', '.join(stale)}",
+                file=out,
+            )
+        todo += [r for r in [*stale, release] if r not in todo]
+    code = 0
+    for release in todo:
+        code = max(
+            code, _check_and_print(root, release, config, runner, out, root_path, config_path)
+        )
+        if release in releases and env.get("DPKG_MAINTSCRIPT_NAME"):
+            print(
+                f"kzguard: provisional: dpkg runs this without apt, and may still configure "
+                f"packages after {release} (a ZFS package, DKMS): the check above acted on what "
+                f"it sees now; run `kzguard hook post-install {release}` once dpkg is done (a "
+                "pass lifts the pin and the kept boot default)",
+                file=out,
+            )
     return code
+
+
+def _check_and_print(
+    root: Root,
+    release: str,
+    config: Config,
+    runner: Runner,
+    out: TextIO,
+    root_path: str,
+    config_path: Optional[str],
+) -> int:
+    """The full, acting check of one kernel, printed; its exit code (``on_error`` applied)."""
+    try:
+        outcome = check(root, release, config=config, runner=runner)
+    except Exception as exc:  # noqa: BLE001 - any failure of kzguard itself meets on_error
+        return _on_error(exc, root_path, config_path, release, out)
+    for line in outcome.lines:
+        print(line, file=out)
+    code = outcome.exit_code
+    if outcome.error:
+        failure = PostInstallError(outcome.error)
+        code = max(code, _on_error(failure, root_path, config_path, release, out))
+    return code
+
+
+def _queue_if_inside(
+    root: Root, release: str, runner: Runner, env: Mapping[str, str]
+) -> tuple[Optional[str], list[str]]:
+    """Queue ``release`` when this hook runs inside a recorded transaction: that manager's
+    name; else ``None`` and the kernels a stale record had queued (the record is cleared)."""
+    from kzguard import inflight, state
+
+    if inflight.record_of(state.read(root)) is None:  # empty for a missing or broken file
+        return None, []
+    with state.locked(root, dry_run=runner.dry_run) as st:
+        record = inflight.record_of(st.data)
+        if record is None:
+            return None, []
+        where = inflight.inside(record, env)
+        if where == inflight.OURS:
+            if release not in record.setdefault("queued", []):
+                record["queued"].append(release)
+            st.save()
+            return str(record.get("manager") or "the package manager"), []
+        if where == inflight.RUNNING:
+            return None, []
+        del st.data[inflight.KEY]
+        st.event("transaction-stale", _stale_message(record), manager=record.get("manager"))
+        st.save()
+    return None, [r for r in inflight.queued(record) if r != release]
+
+
+def _stale_message(record: Mapping[str, object]) -> str:
+    return (
+        f"the {record.get('manager')} transaction recorded at {record.get('time')} (PID "
+        f"{record.get('pid')}) ended without its final check"
+    )
+
+
+def provisional(root: Root, release: str, config: Config, manager: str) -> list[str]:
+    """What the check finds now, inside a transaction: said, never acted on."""
+    then = f"the final check runs when {manager} finishes"
+    try:
+        _, report = _judge(root, release, config)
+    except Exception as exc:  # noqa: BLE001 - the final check judges it again
+        return [
+            f"kzguard: provisional: cannot judge kernel {release} yet ({type(exc).__name__}: "
+            f"{exc}); nothing changed; {then}"
+        ]
+    verdict = next(k for k in report.kernels if k.release == release)
+    if verdict.safe:
+        found = f"passes the post-install check so far: {_modules(report, release)}"
+    else:
+        why = "; ".join(r.message for r in verdict.reasons) or verdict.verdict
+        found = f"would fail the post-install check now ({verdict.verdict}): {why}"
+    return [
+        f"kzguard: provisional: kernel {release} {found}",
+        f"kzguard: provisional: {manager} is still configuring packages (a ZFS package "
+        f"configured later may still build or remove the module): nothing changed yet; {then}",
+    ]
+
+
+# --- the end of a transaction -----------------------------------------------------------------
+
+
+def finish_main(
+    manager: str,
+    *,
+    root_option: Optional[str] = None,
+    config_path: Optional[str] = None,
+    dry_run: bool = False,
+    out: Optional[TextIO] = None,
+    env: Optional[Mapping[str, str]] = None,
+) -> int:
+    """``kzguard hook post-transaction MANAGER``: the final check of the transaction this end
+    hook closes (recorded by ``MANAGER``, whose process is this hook's ancestor or whose token
+    is in its environment), or of a stale one. Returns at once when nothing is recorded."""
+    from kzguard.root import Root, Runner
+
+    out = out or sys.stderr
+    root_path = root_option or "/"
+    try:
+        root = Root(root_path)
+        if not _may_hold_a_record(root):
+            return 0  # the usual apt run: one read, no JSON, no state module
+        from kzguard import inflight, state
+
+        record = inflight.record_of(state.read(root))
+        if record is None:
+            return 0
+        ours = inflight.is_end_of(record, manager, env)
+        if not ours and inflight.inside(record, env) != inflight.STALE:
+            return 0  # another run's transaction, still going
+        from kzguard.config import load_config
+
+        root = Root.open(root_path)
+        config = load_config(root, config_path)
+    except Exception as exc:  # noqa: BLE001 - any failure of kzguard itself meets on_error
+        return _on_error(exc, root_path, config_path, None, out)
+    return finish(root, record, config, Runner(dry_run=dry_run), out, config_path, ended=ours)
+
+
+def _may_hold_a_record(root: Root) -> bool:
+    """Whether the state file may hold a transaction record (its key is in the text)."""
+    from kzguard.errors import FactError
+
+    try:
+        return b'"transaction"' in root.read_bytes(_STATE_FILE)  # a FIFO is refused, not waited on
+    except FactError:
+        return False
+
+
+def finish(
+    root: Root,
+    record: Mapping[str, object],
+    config: Config,
+    runner: Runner,
+    out: TextIO,
+    config_path: Optional[str] = None,
+    *,
+    ended: bool = True,
+) -> int:
+    """Judge, on the transaction's end state, every kernel it queued and every installed kernel
+    kzguard pinned (a new ZFS may have fixed it); then clear the record."""
+    from kzguard import inflight
+
+    root_path = root.top
+    manager = str(record.get("manager") or "the package manager")
+    code = 0
+    try:
+        queued, pinned = _end_targets(root, inflight.queued(record))
+    except Exception as exc:  # noqa: BLE001 - any failure of kzguard itself meets on_error
+        return _on_error(exc, root_path, config_path, None, out)
+    if queued:
+        when = f"{manager} has finished" if ended else _stale_message(record)
+        print(f"kzguard: {when}: the final post-install check of {', '.join(queued)}", file=out)
+    for release in queued:
+        code = max(
+            code, _check_and_print(root, release, config, runner, out, root_path, config_path)
+        )
+    if pinned:
+        code = max(code, _recheck_pinned(root, pinned, config, runner, out, root_path, config_path))
+    try:
+        _clear(root, record, runner)
+    except Exception as exc:  # noqa: BLE001 - as above
+        code = max(code, _on_error(exc, root_path, config_path, None, out))
+    return code
+
+
+def _end_targets(root: Root, queued: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The queued kernels still installed, and the installed kernels kzguard pinned."""
+    from kzguard import state
+    from kzguard.actions import pin
+    from kzguard.facts.kernels import installed_releases
+
+    installed = installed_releases(root, ("/lib/modules", "/usr/lib/modules"))
+    releases = [r for r in dict.fromkeys(queued) if r in installed]
+    pins = pin.from_state(state.read(root))
+    pinned = [r for r, p in pins.items() if p.auto and r in installed and r not in releases]
+    return releases, pinned
+
+
+def _recheck_pinned(
+    root: Root,
+    pinned: Sequence[str],
+    config: Config,
+    runner: Runner,
+    out: TextIO,
+    root_path: str,
+    config_path: Optional[str],
+) -> int:
+    """Kernels kzguard pinned: those safe now get the full check (which lifts their pins);
+    those still failing stay pinned, in one line each."""
+    from kzguard.actions import pin
+
+    try:
+        _, report = _judge(root, pinned[0], config)
+    except Exception as exc:  # noqa: BLE001 - any failure of kzguard itself meets on_error
+        return _on_error(exc, root_path, config_path, pinned[0], out)
+    verdicts = {k.release: k for k in report.kernels}
+    code = 0
+    for release in pinned:
+        verdict = verdicts.get(release)
+        if verdict is None or release not in pin.current(root):
+            continue  # lifted by a check above
+        if verdict.safe:
+            code = max(
+                code, _check_and_print(root, release, config, runner, out, root_path, config_path)
+            )
+        else:
+            codes = ", ".join(dict.fromkeys(r.code for r in verdict.reasons)) or verdict.verdict
+            print(f"kzguard: kernel {release} stays pinned: it still fails ({codes})", file=out)
+    return code
+
+
+def _clear(root: Root, record: Mapping[str, object], runner: Runner) -> None:
+    """Remove the record, unless a newer transaction has replaced it meanwhile."""
+    from kzguard import inflight, state
+
+    with state.locked(root, dry_run=runner.dry_run) as st:
+        current = inflight.record_of(st.data)
+        if current is not None and current.get("token") == record.get("token"):
+            del st.data[inflight.KEY]
+            st.save()
 
 
 def _on_error(

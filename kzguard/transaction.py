@@ -6,7 +6,9 @@ from kzguard.record import Record
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:
-    from typing import Optional
+    from typing import Optional, TextIO
+
+    from kzguard.facts.zfs import ZfsSource
 
 # Package names (any manager) whose change is a ZFS change.
 ZFS_PACKAGES = frozenset(
@@ -36,6 +38,9 @@ class Transaction(Record):
     what a hold excludes. ``no_module`` names kernel releases it installs that come with no
     package shipping their zfs module (the apt adapter fills it in; the policy reads it only
     where the module ships prebuilt with the kernel, as on Ubuntu and Proxmox).
+    ``zfs_sources`` are the ZFS METAs read from the package files the transaction installs
+    (:mod:`kzguard.facts.package_meta`; path ``META in <file>``): the policy prefers them to
+    the built-in table. ``notes`` say what the adapter could not read (then the table is used).
     """
 
     manager: str
@@ -45,6 +50,8 @@ class Transaction(Record):
     zfs_packages: tuple[str, ...] = ()
     packages: tuple[tuple[str, tuple[str, ...]], ...] = ()
     no_module: tuple[str, ...] = ()
+    zfs_sources: tuple[ZfsSource, ...] = ()
+    notes: tuple[str, ...] = ()
 
     @property
     def touches_kernel(self) -> bool:
@@ -71,4 +78,14 @@ class Transaction(Record):
             "zfs_packages": list(self.zfs_packages),
             "packages": {release: list(names) for release, names in self.packages},
             "no_module": list(self.no_module),
+            "zfs_sources": [s.to_dict() for s in self.zfs_sources],
+            "notes": list(self.notes),
         }
+
+
+def stdin_lines(stdin: TextIO) -> list[str]:
+    """The lines of a hook's stdin; bytes that are not UTF-8 (file names may hold any)
+    survive as surrogates instead of failing the hook."""
+    raw = getattr(stdin, "buffer", None)
+    text = raw.read().decode("utf-8", "surrogateescape") if raw is not None else stdin.read()
+    return text.splitlines(keepends=True)

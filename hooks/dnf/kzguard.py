@@ -5,7 +5,12 @@
 #   sack()      with `on_unsupported_kernel: hold`, exclude the unsupported kernels' packages
 #               (and kernels pinned by kzguard) so the rest of an upgrade goes on;
 #   resolved()  judge the resolved transaction on dnf's installroot, before any download;
-#               refusing raises dnf.exceptions.Error, the only exception dnf lets abort a run.
+#               refusing raises dnf.exceptions.Error, the only exception dnf lets abort a run;
+#   pre_transaction()  (downloaded, rpm not run yet) judge a new ZFS again by the META in its
+#               rpm when resolved() had to use the built-in table; record a kernel or ZFS
+#               transaction (kernel-install, run by rpm during it, then only queues its kernel);
+#   transaction()  the post-install verdict on the end state: the queued kernels and those
+#               kzguard pinned get the full check (pin, boot default) once rpm is done.
 # Options in kzguard.conf [main]: enabled, libdir (directories put first on sys.path, for a
 # kzguard outside dnf's Python; $KZGUARD_LIBDIR does the same), config (kzguard's config file).
 # Runs in dnf's Python: keep it 3.9-compatible and free of imports on the common path.
@@ -32,6 +37,7 @@ class Kzguard(dnf.Plugin):
     def __init__(self, base, cli):
         super().__init__(base, cli)
         self.config_path = None
+        self.judged = None  # resolved()'s outcome, for pre_transaction()
 
     def config(self):
         conf = self.read_config(self.base.conf)
@@ -78,6 +84,43 @@ class Kzguard(dnf.Plugin):
             config_path=self.config_path,
             argv=sys.argv,
         )
+        self.judged = outcome
+        if outcome.refuse:
+            raise dnf.exceptions.Error("\n".join(outcome.lines))
+        for line in outcome.lines:
+            (logger.warning if outcome.warn else logger.info)(line)
+
+    def pre_transaction(self):
+        try:
+            from kzguard.managers import dnf as adapter
+        except Exception:  # noqa: BLE001 - resolved() has already applied on_error
+            return
+        if self.judged is not None and self.judged.recheck:
+            outcome = adapter.recheck(
+                self.base.transaction,
+                self.base.conf.installroot,
+                config_path=self.config_path,
+                allowed=self.judged.allowed,
+                argv=sys.argv,
+            )
+            if outcome.refuse:
+                raise dnf.exceptions.Error("\n".join(outcome.lines))
+            for line in outcome.lines:
+                (logger.warning if outcome.warn else logger.info)(line)
+        for line in adapter.begin(
+            self.base.transaction,
+            self.base.conf.installroot,
+            config_path=self.config_path,
+            lifted=self.judged.lifted if self.judged is not None else (),
+        ):
+            logger.warning(line)
+
+    def transaction(self):
+        try:
+            from kzguard.managers import dnf as adapter
+        except Exception:  # noqa: BLE001 - nothing recorded: kernel-install checked at once
+            return
+        outcome = adapter.finish(self.base.conf.installroot, config_path=self.config_path)
         if outcome.refuse:
             raise dnf.exceptions.Error("\n".join(outcome.lines))
         for line in outcome.lines:

@@ -26,7 +26,13 @@ heavy until a kernel image or a ZFS package shows up. The root is dpkg's ``--roo
 module ships prebuilt, a kernel image must come with the package that ships its module
 (``linux-modules-<release>`` on Ubuntu; Proxmox's ``proxmox-kernel-*`` carries it itself):
 kernels without one are named in ``Transaction.no_module`` and the policy finds them
-``module-missing``.
+``module-missing``. The ``usr/src/zfs-*/META`` inside an incoming ``zfs-dkms`` .deb (the
+stream names the file) gives the range the new ZFS is judged by
+(:mod:`kzguard.facts.package_meta`), ahead of the built-in table.
+
+When a ``DPkg::Post-Invoke`` entry runs ``kzguard hook post-transaction apt`` on the same
+root (:func:`final_check_of`), a transaction that goes ahead is recorded, so that the
+post-install hook only queues the kernels configured inside it (:mod:`kzguard.inflight`).
 
 Since apt has resolved the transaction before the hook runs, ``hold`` cannot drop the kernel
 from it: it refuses the run and pins the kernel's packages (:mod:`kzguard.actions.apt_hold`),
@@ -48,6 +54,7 @@ if TYPE_CHECKING:
     from typing import Optional, TextIO
 
     from kzguard.decision import Decision
+    from kzguard.facts.zfs import ZfsSource
     from kzguard.root import Root, Runner
 
 MANAGER = "apt"
@@ -55,6 +62,9 @@ DEFAULT_COMMAND = "apt upgrade"
 PINS = "/etc/apt/preferences.d/kzguard"  # apt_hold.PREFERENCES, without importing it on every run
 CONFIGURE, REMOVE, ERROR = "**CONFIGURE**", "**REMOVE**", "**ERROR**"
 UNPACK = "unpack"
+POST_INVOKE = "dpkg::post-invoke::"  # list items of DPkg::Post-Invoke, as the stream names them
+_EXISTS = re.compile(r"(?:\[|\btest)\s+-e\s+([^\s;\]]+)")
+_FINAL_CHECK = re.compile(r"\bkzguard\b.*\bhook\s+post-transaction\s+apt\b")
 _COLUMNS = {2: 5, 3: 9}  # protocol version -> fields on an action line
 _NAME = re.compile(r"[a-z0-9][a-z0-9+.-]*(?::[a-z0-9-]+)?\Z")
 _QUOTED = re.compile(r"(?:%[0-9a-fA-F]{2})+")
@@ -70,6 +80,7 @@ _RELEASE_PREFIXES = (
 _MODULE_PACKAGE = "linux-modules-"  # Ubuntu: ships kernel/zfs/zfs.ko for its release
 _MODULE_IN_IMAGE = ("proxmox-kernel-", "pve-kernel-")  # Proxmox: zfs is in the image
 _ZFS_VERSION_FROM = ("zfs-dkms", "zfsutils-linux")
+_ZFS_SOURCE_PACKAGE = "zfs-dkms"  # ships usr/src/zfs-<version>/META
 _APT_ZFS_PACKAGES = frozenset({"zfs-initramfs", "zfs-dracut", "spl-dkms", "spl"})
 _ZFS_LIB_PREFIXES = ("libzfs", "libzpool", "libnvpair", "libuutil")
 
@@ -106,7 +117,36 @@ class AptStream(Record):
 def read(stdin: TextIO) -> HookInput:
     """Read apt's stream from ``stdin`` into the transaction, its root and the command."""
     stream = parse(_read_text(stdin))
-    return HookInput(transaction(stream), root_of(stream), command_of(stream))
+    tx = transaction(stream)
+    root = root_of(stream)
+    final = tx.relevant and final_check_of(stream, root)
+    return HookInput(tx, root, command_of(stream), final)
+
+
+def final_check_of(stream: AptStream, root: str) -> bool:
+    """Whether apt will run ``kzguard hook post-transaction apt`` on ``root`` when dpkg is
+    done: a ``DPkg::Post-Invoke`` entry says so (an admin's older ``80kzguard`` may lack it,
+    and then the post-install hook keeps acting at once), and the files its ``[ -e PATH ]``
+    tests name exist (the packaged line runs while ``/var/lib/dpkg/info/kzguard.list`` does)."""
+    import os
+
+    for command in stream.config.get(POST_INVOKE, ()):
+        match = _FINAL_CHECK.search(command)
+        if match is None:
+            continue
+        words = command[match.start() :].split()
+        target = "/"
+        for index, word in enumerate(words):
+            if word.startswith("--root="):
+                target = word[len("--root=") :]
+            elif word == "--root" and index + 1 < len(words):
+                target = words[index + 1]
+        guards = _EXISTS.findall(command)  # `[ -e PATH ]`: the hook runs only if PATH exists
+        if os.path.realpath(target) == os.path.realpath(root) and all(
+            os.path.exists(path) for path in guards
+        ):
+            return True
+    return False
 
 
 def _read_text(stdin: TextIO) -> str:
@@ -280,6 +320,7 @@ def transaction(stream: AptStream, runner: Optional[Runner] = None) -> Transacti
         release = images.get(name) or companion_release(name)
         if release in images.values():
             packages.setdefault(release, []).append(name)
+    sources, notes = _zfs_sources(installs, zfs_version, runner)
     return Transaction(
         MANAGER,
         install=tuple(dict.fromkeys(images.values())),
@@ -288,7 +329,21 @@ def transaction(stream: AptStream, runner: Optional[Runner] = None) -> Transacti
         zfs_packages=zfs,
         packages=tuple((r, tuple(names)) for r, names in packages.items()),
         no_module=_without_module(images, installs, runner),
+        zfs_sources=sources,
+        notes=notes,
     )
+
+
+def _zfs_sources(
+    installs: dict[str, AptAction], version: Optional[str], runner: Optional[Runner]
+) -> tuple[tuple[ZfsSource, ...], tuple[str, ...]]:
+    """The META inside the ``zfs-dkms`` .deb being unpacked (the source DKMS will build)."""
+    action = installs.get(_ZFS_SOURCE_PACKAGE)
+    if action is None or action.file is None:
+        return (), ()
+    from kzguard.facts.package_meta import sources_for
+
+    return sources_for([action.file], version, runner)
 
 
 def _without_module(

@@ -1,13 +1,16 @@
 """dnf (4): the plugin's library half (``hooks/dnf/kzguard.py`` is the thin half dnf loads).
 
-dnf calls the plugin's ``sack()`` once the repositories are loaded and ``resolved()`` once the
-goal is resolved, before anything is downloaded. :func:`resolved` turns ``base.transaction``
-into a :class:`~kzguard.transaction.Transaction` and runs the gate on dnf's ``installroot``;
-the plugin raises ``dnf.exceptions.Error`` (the only exception dnf lets abort a run) when the
-answer is to refuse. :func:`sack_excludes` is hold mode: with ``on_unsupported_kernel: hold``
-it judges the kernels the repositories offer and returns the query of their packages to
-exclude, so ``dnf upgrade`` goes on with everything else; kernels pinned in the state file
-(``pins``) are excluded in every mode.
+dnf calls the plugin's ``sack()`` once the repositories are loaded, ``resolved()`` once the
+goal is resolved, before anything is downloaded, ``pre_transaction()`` before rpm runs and
+``transaction()`` once rpm is done. :func:`begin` (pre_transaction) records the transaction
+and :func:`finish` (transaction) takes the post-install verdict on its end state: the
+kernel-install plugin only queues the kernels it sees during it (:mod:`kzguard.inflight`).
+:func:`resolved` turns ``base.transaction`` into a :class:`~kzguard.transaction.Transaction`
+and runs the gate on dnf's ``installroot``; the plugin raises ``dnf.exceptions.Error`` (the
+only exception dnf lets abort a run) when the answer is to refuse. :func:`sack_excludes` is
+hold mode: with ``on_unsupported_kernel: hold`` it judges the kernels the repositories offer
+and returns the query of their packages to exclude, so ``dnf upgrade`` goes on with everything else;
+kernels pinned in the state file (``pins``) are excluded in every mode.
 
 Package names: a kernel is ``kernel``, ``kernel-core``, ``kernel-modules*`` or
 ``kernel-devel*`` (and the same for the ``debug``, ``rt``, ``64k`` and ``16k`` flavours); its
@@ -45,6 +48,7 @@ _KERNEL_NAME = re.compile(
 )
 # the packages a held kernel release is kept out by (per flavour prefix)
 _HOLD_PARTS = ("", "-core", "-modules*", "-devel*")
+_ZFS_SOURCE_PACKAGE = "zfs-dkms"  # ships /usr/src/zfs-<version>/META
 # which incoming package tells the ZFS version after the transaction, most telling first
 _ZFS_VERSION_FROM = ("zfs-dkms", "kmod-zfs", "zfs-kmod", "zfs")
 _RELEASE = re.compile(
@@ -71,6 +75,11 @@ class Outcome(Record):
     refuse: bool
     lines: tuple[str, ...] = ()
     warn: bool = False  # say the lines as warnings (else as information)
+    # for pre_transaction: the zfs-dkms package was not downloaded yet, so the ZFS was judged
+    # by the built-in table; and the kernels an admin's override let through
+    recheck: bool = False
+    allowed: tuple[str, ...] = ()
+    lifted: tuple[str, ...] = ()  # pins lifted for the new ZFS: checked again at the end
 
 
 class Held(Record):
@@ -178,12 +187,19 @@ def resolved(
         tx = from_dnf(transaction)
         if not tx.relevant:
             return Outcome(False)
+        tx, waiting = with_archives(tx, transaction, downloaded=False)
         from kzguard.decision import BLOCK, HOLD, WARN
         from kzguard.gate import run_gate
         from kzguard.root import Root
 
+        lifted: list[str] = []
         decision = run_gate(
-            Root.open(root_path), tx, config_path=config_path, env=env, command=command_line(argv)
+            Root.open(root_path),
+            tx,
+            config_path=config_path,
+            env=env,
+            command=command_line(argv),
+            lifted_into=lifted,
         )
     except Exception as exc:  # noqa: BLE001 - any failure of kzguard itself meets on_error
         from kzguard.gate import error_outcome
@@ -191,7 +207,168 @@ def resolved(
         refuse, message = error_outcome(MANAGER, exc, root_path, config_path)
         return Outcome(refuse, (f"kzguard: {message}",), warn=True)
     refuse = decision.action in (BLOCK, HOLD)
-    return Outcome(refuse, decision.lines, warn=decision.action == WARN)
+    return Outcome(
+        refuse,
+        decision.lines,
+        warn=decision.action == WARN,
+        recheck=waiting and not refuse,
+        allowed=tuple(decision.allowed),
+        lifted=tuple(lifted),
+    )
+
+
+def with_archives(
+    tx: Transaction, transaction: Any, *, downloaded: bool
+) -> tuple[Transaction, bool]:
+    """``tx`` with the META of each incoming ``zfs-dkms`` rpm that is on disk (a local file,
+    a cached download; all of them once ``downloaded``), and whether one was not there yet
+    (then its ZFS is judged by the built-in table, and :func:`recheck` looks again)."""
+    if not tx.zfs_packages or transaction is None:
+        return tx, False
+    paths: list[str] = []
+    waiting: list[str] = []
+    import os
+
+    for pkg in transaction.install_set:
+        if pkg.name != _ZFS_SOURCE_PACKAGE:
+            continue
+        try:
+            path = pkg.localPkg()
+        except Exception:  # noqa: BLE001 - no location: judged by the table
+            path = ""
+        if path and os.path.isfile(path):
+            paths.append(path)
+        else:
+            waiting.append(f"{pkg.name}-{pkg.version}-{pkg.release}.{pkg.arch}.rpm")
+    if not paths and not waiting:
+        return tx, False
+    from kzguard.facts.package_meta import sources_for
+
+    sources, notes = sources_for(paths, tx.zfs_version)
+    if waiting and not downloaded:
+        notes += tuple(
+            f"{name} is not downloaded yet: ZFS {tx.zfs_version} is judged by the built-in "
+            "table now, and by its own META before rpm runs"
+            for name in waiting
+        )
+    return tx._replace(zfs_sources=sources, notes=notes), bool(waiting) and not downloaded
+
+
+def recheck(
+    transaction: Any,
+    installroot: str,
+    *,
+    config_path: Optional[str] = None,
+    allowed: Sequence[str] = (),
+    argv: Sequence[str] = (),
+    env: Optional[Mapping[str, str]] = None,
+) -> Outcome:
+    """At ``pre_transaction``, when ``resolved()`` judged a new ZFS by the table because its
+    rpm was not downloaded yet: judge again by the META inside it (nothing is acted on twice:
+    no snapshot, no override used). ``refuse`` means raise ``dnf.exceptions.Error`` (rpm has
+    not run yet, so that still aborts the transaction)."""
+    root_path = installroot or "/"
+    try:
+        tx, _ = with_archives(from_dnf(transaction), transaction, downloaded=True)
+        if not tx.zfs_sources:
+            return Outcome(False, tx.notes and tuple(f"kzguard: {n}" for n in tx.notes))
+        from kzguard.decision import BLOCK, HOLD
+        from kzguard.gate import recheck as gate_recheck
+        from kzguard.root import Root
+
+        decision = gate_recheck(
+            Root.open(root_path),
+            tx,
+            config_path=config_path,
+            allowed=frozenset(allowed),
+            env=env,
+            command=command_line(argv),
+        )
+    except Exception as exc:  # noqa: BLE001 - any failure of kzguard itself meets on_error
+        from kzguard.gate import error_outcome
+
+        refuse, message = error_outcome(MANAGER, exc, root_path, config_path)
+        return Outcome(refuse, (f"kzguard: {message}",), warn=True)
+    if decision.action in (BLOCK, HOLD):
+        return Outcome(True, decision.lines)
+    return Outcome(False, tuple(line for line in decision.lines if "ZFS" in line))
+
+
+# ---- the end state: pre_transaction() records, transaction() judges --------------------
+
+
+def begin(
+    transaction: Any,
+    installroot: str,
+    *,
+    config_path: Optional[str] = None,
+    env: Optional[Any] = None,
+    lifted: Sequence[str] = (),
+) -> list[str]:
+    """At ``pre_transaction`` (after the download, before rpm runs): record a kernel or ZFS
+    transaction in the state file, and put its token in dnf's environment, which rpm's
+    scriptlets and kernel-install inherit (inside the installroot's chroot too). Then the
+    kernel-install plugin only queues its kernel, and :func:`finish` judges it at the end.
+    Returns the lines to log; a failure here only means kernel-install acts at once."""
+    import os
+
+    root_path = installroot or "/"
+    try:
+        tx = from_dnf(transaction)
+        if not tx.relevant:
+            return []
+        from kzguard import inflight, state
+        from kzguard.root import Root
+
+        process = inflight.this_process()
+        if process is None:
+            return []  # no /proc: nothing to tell a stale record by, kernel-install acts
+        token = inflight.new_token()
+        with state.locked(Root.open(root_path)) as st:
+            inflight.begin(
+                st.data,
+                MANAGER,
+                process,
+                kernels=tx.install,
+                zfs=tx.touches_zfs,
+                token=token,
+                lifted=lifted,
+            )
+            st.save()
+        (os.environ if env is None else env)[inflight.TOKEN_ENV] = token
+    except Exception as exc:  # noqa: BLE001 - kernel-install's check then acts at once
+        return [
+            f"kzguard: cannot record the transaction ({type(exc).__name__}: {exc}); the "
+            "kernel-install plugin checks each new kernel at once"
+        ]
+    return []
+
+
+def finish(
+    installroot: str, *, config_path: Optional[str] = None, env: Optional[Any] = None
+) -> Outcome:
+    """At ``transaction()`` (rpm is done): the final post-install check of the kernels
+    kernel-install queued and of the kernels kzguard pinned; ``refuse`` when
+    ``on_module_failure: fail`` (or ``on_error: block``) asks dnf to exit 1."""
+    import io
+    import os
+
+    from kzguard import inflight
+    from kzguard.postinstall import finish_main
+
+    env = os.environ if env is None else env
+    buffer = io.StringIO()
+    code = finish_main(
+        MANAGER,
+        root_option=installroot or "/",
+        config_path=config_path,
+        out=buffer,
+        env=env,
+    )
+    env.pop(inflight.TOKEN_ENV, None)
+    lines = tuple(buffer.getvalue().splitlines())
+    warn = any("fail" in line or "WARNING" in line for line in lines)
+    return Outcome(code != 0, lines, warn=warn)
 
 
 # ---- hold mode: the sack ----------------------------------------------------------------

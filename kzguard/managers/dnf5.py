@@ -38,7 +38,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, Optional, TextIO
 
-from kzguard.errors import KzguardError
+from kzguard.errors import EXIT_USAGE, KzguardError
 from kzguard.gate import HookInput
 from kzguard.managers.dnf import Package, build_transaction
 
@@ -59,9 +59,11 @@ _FROM_ACTION = ("Versionlock", "VERSIONLOCK", "MARK")
 
 
 class Dnf5Error(KzguardError):
-    """The stream from the actions file or the versionlock file is not what kzguard expects."""
+    """The stream from the actions file or the versionlock file is not what kzguard expects
+    (bad input, exit 2; a hook meets it through ``on_error``)."""
 
     name = "dnf5"
+    exit_code = EXIT_USAGE
 
 
 class Dnf5Input(HookInput):
@@ -87,7 +89,9 @@ def read(stdin: TextIO) -> Dnf5Input:
     incoming: list[Package] = []
     outgoing: list[Package] = []
     first = True
-    for number, raw in enumerate(stdin, 1):
+    from kzguard.transaction import stdin_lines
+
+    for number, raw in enumerate(stdin_lines(stdin), 1):
         line = raw.strip()
         if not line:
             continue
@@ -112,12 +116,15 @@ def read(stdin: TextIO) -> Dnf5Input:
             outgoing.append(package)
     if first:
         raise Dnf5Error(f"no input: expected {PROTOCOL!r} on the first line")
+    hook = header.get("hook", "goal_resolved")
     return Dnf5Input(
         build_transaction(incoming, outgoing, MANAGER),
         header.get("installroot") or "/",
         "",
-        header.get("hook", "goal_resolved"),
-        header.get("plugin", ""),
+        # post_transaction runs the final check (maintain); every actions file has it
+        hook in GATE_HOOKS,
+        hook=hook,
+        plugin=header.get("plugin", ""),
     )
 
 
@@ -149,6 +156,8 @@ def maintain(
 ) -> list[str]:
     """Keep kzguard's versionlock holds right, at ``repos_configured`` and ``post_transaction``.
 
+    At ``post_transaction`` it first runs the final post-install check of the transaction
+    (:func:`kzguard.postinstall.finish_main`: the kernels kernel-install queued during it).
     Holds still needed stay; those whose kernel is now supported, installed, let through by
     an admin, or no longer wanted by the policy are lifted, except the holds of pinned kernels
     (:mod:`kzguard.actions.pin` lifts those). Where dnf5 cannot refuse a
@@ -159,6 +168,10 @@ def maintain(
     """
     if not isinstance(hook_input, Dnf5Input) or hook_input.hook not in UPKEEP_HOOKS:
         return []
+    if hook_input.hook == "post_transaction":  # the end state: the final post-install check
+        from kzguard.postinstall import finish_main
+
+        finish_main(MANAGER, root_option=root_path, config_path=config_path, dry_run=runner.dry_run)
     from kzguard.actions.dnf5_hold import Versionlock
     from kzguard.root import Root
 

@@ -27,6 +27,10 @@ module package (``zfs-linux*``, ``zfs-dkms*``: archzfs' ``2.3.1_6.13.1.arch1.1-1
 have). A removed ZFS package reads as its sync version, which is the installed one unless an
 update is pending.
 
+The range of an incoming ZFS source comes from the META inside its package file, found in
+pacman's CacheDir (``<name>-<version>-<arch>.pkg.tar.*``: the hook runs after the download,
+and gets only target paths), ahead of the built-in table (:mod:`kzguard.facts.package_meta`).
+
 Hold: pacman cannot drop one target from inside a hook, so on Arch ``hold`` refuses the whole
 transaction like ``block``; :func:`hold` tells the admin to leave the kernel out with
 ``--ignore <pkg>`` or ``IgnorePkg``.
@@ -46,19 +50,24 @@ if TYPE_CHECKING:
     from typing import Optional, TextIO
 
     from kzguard.decision import Decision
+    from kzguard.facts.zfs import ZfsSource
     from kzguard.root import Runner
 
 MANAGER = "pacman"
 # the Package trigger's kernel targets (hooks/pacman/05-kzguard-pre.hook)
 KERNEL_PACKAGES = ("linux", "linux-lts", "linux-zen", "linux-hardened")
 _ZFS_MODULE_PREFIXES = ("zfs-linux", "zfs-dkms")
+_ZFS_SOURCE_PREFIX = "zfs-dkms"  # ships usr/src/zfs-<version>/META
+DEFAULT_CACHE_DIR = "/var/cache/pacman/pkg/"
 _VMLINUZ = re.compile(r"usr/lib/modules/([^/\s]+)/vmlinuz\Z")
 _META = re.compile(r"usr/src/zfs-([^/\s]+)/META\Z")
 
 
 def read(stdin: TextIO, *, root: str = "/") -> HookInput:
     """The hook's targets on stdin -> the transaction; ``root`` is ``/`` inside pacman's chroot."""
-    return HookInput(transaction(Root(root), stdin))
+    from kzguard.transaction import stdin_lines
+
+    return HookInput(transaction(Root(root), stdin_lines(stdin)))
 
 
 def is_zfs_package(name: str) -> bool:
@@ -84,14 +93,69 @@ def transaction(root: Root, targets: Iterable[str]) -> Transaction:
     if not (written or sources or names):
         return Transaction(MANAGER)
     install, remove, packages = _kernels(root, written, others)
+    version = _zfs_version(root, sources, zfs)
+    metas, notes = _zfs_sources(root, zfs, version) if sources else ((), ())
     return Transaction(
         MANAGER,
         install=install,
         remove=remove,
-        zfs_version=_zfs_version(root, sources, zfs),
+        zfs_version=version,
         zfs_packages=tuple(zfs),
         packages=packages,
+        zfs_sources=metas,
+        notes=notes,
     )
+
+
+def _zfs_sources(
+    root: Root, names: Sequence[str], version: Optional[str]
+) -> tuple[tuple[ZfsSource, ...], tuple[str, ...]]:
+    """The META inside the package file of the incoming ZFS source package, found in pacman's
+    CacheDir as ``<name>-<version>-<arch>.pkg.tar.*`` (the hook gets only target paths)."""
+    wanted = [n for n in names if n.startswith(_ZFS_SOURCE_PREFIX)]
+    if not wanted:
+        return (), ()
+    versions = _sync_versions(root, wanted)
+    files: list[str] = []
+    missing: list[str] = []
+    for name in wanted:
+        found = _cached(root, name, versions.get(name)) if versions.get(name) else None
+        if found:
+            files.append(found)
+        else:
+            missing.append(f"{name} {versions.get(name) or '(not in a sync database)'}")
+    from kzguard.facts.package_meta import sources_for
+
+    metas, notes = sources_for(files, version)
+    notes += tuple(
+        f"no package file of {what} in pacman's CacheDir: ZFS {version} is judged by the "
+        "built-in table"
+        for what in missing
+    )
+    return metas, notes
+
+
+def _cached(root: Root, name: str, version: str) -> Optional[str]:
+    """The host path of ``<CacheDir>/<name>-<version>-<arch>.pkg.tar.*``, if it is there."""
+    for cache in _cache_dirs(root):
+        for inner in root.glob(f"{cache.rstrip('/')}/{name}-{version}-*.pkg.tar*"):
+            rest = inner.rsplit("/", 1)[-1][len(f"{name}-{version}-") :]
+            if "-" not in rest and not inner.endswith(".sig"):
+                return str(root.resolve(inner))
+    return None
+
+
+def _cache_dirs(root: Root) -> list[str]:
+    """pacman.conf's ``CacheDir`` entries (a path inside the root), then the default."""
+    dirs: list[str] = []
+    section = None
+    for raw in (root.read_text_or("/etc/pacman.conf", "") or "").splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line.startswith("["):
+            section = line.strip("[]").strip()
+        elif section == "options" and line.partition("=")[0].strip() == "CacheDir":
+            dirs += line.partition("=")[2].split()
+    return [*dirs, DEFAULT_CACHE_DIR]
 
 
 def _kernels(

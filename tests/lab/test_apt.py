@@ -17,16 +17,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import pytest
 
+from devtools import bootfiles
 from devtools.hostbuilder import HostTree
 from tests.scenarios import debian_dkms, ubuntu_prebuilt
+from tests.tools import need
 from tests.tools import run as _run
 
 pytestmark = pytest.mark.real
@@ -37,6 +41,9 @@ KZGUARD = Path(sys.executable).parent / "kzguard"
 TOOLS = ("apt-get", "dpkg", "dpkg-deb", "dpkg-scanpackages", "apt-ftparchive")
 
 OLD, GOOD, NEW = "6.1.0-28-amd64", "6.12.9-amd64", "6.13.2-amd64"
+JOINT = "6.13.4-amd64"  # upgraded together with zfs-dkms, whose postinst builds its module
+POSTINST_HOOK = TOP / "hooks" / "postinst.d" / "kzguard"
+GRUBENV = "/boot/grub/grubenv"
 UBUNTU_NEW = "6.8.0-50-generic"
 MAINLINE = "6.8.12-060812-generic"  # a kernel.ubuntu.com build: its modules lack zfs
 DATASET = "rpool/ROOT/debian"
@@ -50,6 +57,9 @@ class Deb:
         depends: str = "",
         files: tuple[str, ...] = (),
         suite: str = "main",
+        *,
+        build: Optional[Callable[[HostTree], object]] = None,
+        scripts: Optional[dict[str, str]] = None,
     ):
         self.name, self.version, self.depends, self.files, self.suite = (
             name,
@@ -58,6 +68,8 @@ class Deb:
             files,
             suite,
         )
+        self.build = build  # fills the package's tree beside ``files``
+        self.scripts = scripts or {}  # maintainer scripts: preinst, postinst...
 
 
 def _kernel(release: str, version: str) -> Deb:
@@ -70,6 +82,77 @@ def _modules(release: str, version: str, *, zfs: bool) -> Deb:
     return Deb(f"linux-modules-{release}", version, files=files)
 
 
+KERNEL_POSTINST = """#!/bin/sh
+# as linux-image-*'s postinst: the kernel hooks, in dpkg's root (--force-script-chrootless)
+set -e
+[ "$1" = configure ] || exit 0
+if [ -d "$DPKG_ROOT/etc/kernel/postinst.d" ]; then
+    DEB_MAINT_PARAMS="$*" run-parts --report --exit-on-error --arg={release} \\
+        --arg=/boot/vmlinuz-{release} "$DPKG_ROOT/etc/kernel/postinst.d"
+fi
+"""
+ZFS_PREINST = """#!/bin/sh
+# what upgrading zfs-dkms does at unpack (the old version's prerm: `dkms remove --all`):
+# the old version's modules leave every kernel
+set -e
+rm -f "$DPKG_ROOT"/lib/modules/*/updates/dkms/zfs.ko "$DPKG_ROOT"/lib/modules/*/updates/dkms/spl.ko
+rm -rf "$DPKG_ROOT/var/lib/dkms/zfs/2.2.7" "$DPKG_ROOT/usr/src/zfs-2.2.7"
+"""
+ZFS_POSTINST = """#!/bin/sh
+# what DKMS does when zfs-dkms is configured: build and install the new version for every
+# kernel it can (the builds are staged in the package, made by gcc when the repo was made)
+set -e
+[ "$1" = configure ] || exit 0
+stage="$DPKG_ROOT/usr/lib/kzlab/zfs-{version}"
+for built in "$stage"/lib/modules/*; do
+    release="${{built##*/}}"
+    [ -d "$DPKG_ROOT/lib/modules/$release/kernel" ] || continue
+    cp -a "$built/." "$DPKG_ROOT/lib/modules/$release/"
+    echo "zfs-dkms {version}: DKMS installed zfs for $release"
+done
+mkdir -p "$DPKG_ROOT/var/lib/dkms"
+cp -a "$stage/var/lib/dkms/." "$DPKG_ROOT/var/lib/dkms/"
+"""
+
+
+def _joint_kernel(release: str, version: str) -> Deb:
+    def build(tree: HostTree) -> None:
+        tree.kernel(release)
+        tree.boot_kernel(release, "initrd.img-{}")
+
+    return Deb(
+        f"linux-image-{release}",
+        version,
+        build=build,
+        scripts={"postinst": KERNEL_POSTINST.format(release=release)},
+    )
+
+
+def _zfs_dkms(version: str, linux_max: str, built: tuple[str, ...], failed: tuple[str, ...]) -> Deb:
+    """zfs-dkms ``version`` whose DKMS builds the module for ``built`` and fails for ``failed``;
+    it depends on the joint kernel, so dpkg configures the kernel first (as the real order)."""
+
+    def build(tree: HostTree) -> None:
+        tree.zfs_source(version, "4.18", linux_max)
+        stage = HostTree(tree.host(f"/usr/lib/kzlab/zfs-{version}")).os_release("debian12")
+        stage.zfs_source(version, "4.18", linux_max)
+        for release in built:
+            for name in ("zfs", "spl"):
+                stage.module(release, name, f"{version}-1")
+            stage.dkms("zfs", version, release)
+        for release in failed:
+            stage.dkms("zfs", version, release, state="build-failed")
+
+    return Deb(
+        "zfs-dkms",
+        f"{version}-1",
+        f"linux-image-{JOINT}",
+        suite="backports",
+        build=build,
+        scripts={"preinst": ZFS_PREINST, "postinst": ZFS_POSTINST.format(version=version)},
+    )
+
+
 DEBS = [
     _kernel(GOOD, "6.12.9-1"),
     _kernel(NEW, "6.13.2-1"),
@@ -80,6 +163,9 @@ DEBS = [
     _modules(UBUNTU_NEW, "6.8.0-50.51", zfs=True),
     Deb(f"linux-image-unsigned-{MAINLINE}", "6.8.12-060812.202405301241"),
     _modules(MAINLINE, "6.8.12-060812.202405301241", zfs=False),
+    _joint_kernel(JOINT, "6.13.4-1"),
+    _zfs_dkms("2.3.2", "6.14", built=(OLD, JOINT), failed=()),  # the end state is good
+    _zfs_dkms("2.3.3", "6.15", built=(OLD,), failed=(JOINT,)),  # the build fails for JOINT
 ]
 DEBIAN_STATUS = [
     ("dpkg", "1.21.22", ""),
@@ -104,8 +190,12 @@ def _build(deb: Deb, out: Path) -> None:
         "Maintainer: kzguard tests <tests@kzguard.invalid>\nDescription: a kzguard test package\n"
     )
     control += f"Depends: {deb.depends}\n" if deb.depends else ""
+    if deb.build is not None:
+        deb.build(tree)
     tree.write("/DEBIAN/control", control)
     tree.write("/DEBIAN/md5sums", "".join(md5))
+    for script, body in deb.scripts.items():
+        tree.write(f"/DEBIAN/{script}", body).chmod(0o755)
     target = out / deb.suite / f"{deb.name}_{deb.version}_amd64.deb"
     target.parent.mkdir(parents=True, exist_ok=True)
     _run("dpkg-deb", "--root-owner-group", "--build", work, target)
@@ -138,7 +228,7 @@ class Lab:
     def __init__(self, top: Path, tree: HostTree, repos: Path, status: list[tuple[str, ...]]):
         self.top = top
         self.tree = tree
-        self.root = tree.path
+        self.root = r = tree.path
         for sub in (
             "etc/apt/apt.conf.d",
             "etc/apt/preferences.d",
@@ -158,9 +248,15 @@ class Lab:
         tree.write("/var/lib/dpkg/status", "\n".join(paragraphs))
         sources = "".join(f"deb [trusted=yes] file:{repos / s} ./\n" for s in ("main", "backports"))
         tree.write("/etc/apt/sources.list", sources)
-        snippet = SNIPPET.read_text().replace("/usr/bin/kzguard", str(KZGUARD))
+        # this venv's kzguard, not the package's: no test for the package's file list, and the
+        # end hook judges R (the Pre-Install-Pkgs hook records only then)
+        snippet = re.sub(
+            r'DPkg::Post-Invoke \{ "[^"]*"; \};',
+            f'DPkg::Post-Invoke {{ "{KZGUARD} --root {r} hook post-transaction apt"; }};',
+            SNIPPET.read_text(),
+        )
+        snippet = snippet.replace("/usr/bin/kzguard", str(KZGUARD))
         tree.write("/etc/apt/apt.conf.d/80kzguard", snippet)
-        r = self.root
         self.conf = top / "apt.conf"
         self.conf.write_text(
             f'Dir "{r}/";\nDir::State::status "{r}/var/lib/dpkg/status";\n'
@@ -178,8 +274,13 @@ class Lab:
             "-q",
             *args,
             check=False,
-            env={"APT_CONFIG": str(self.conf), **(env or {})},
+            env={"APT_CONFIG": str(self.conf), **self.env, **(env or {})},
         )
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What the kernel hooks need: this venv's ``kzguard`` first on PATH."""
+        return {"PATH": f"{KZGUARD.parent}:{os.environ['PATH']}", "PYTHONDONTWRITEBYTECODE": "1"}
 
     def kzguard(self, *args: str) -> subprocess.CompletedProcess:
         return _run(KZGUARD, "--root", self.root, *args, check=False)
@@ -361,3 +462,100 @@ def test_ubuntu_kernel_needs_its_modules_package(ubuntu):
     assert proc.returncode == 0, _out(proc)
     installed = ubuntu.installed()
     assert f"linux-image-{UBUNTU_NEW}" in installed and f"linux-modules-{UBUNTU_NEW}" in installed
+
+
+# --- the post-install verdict on the transaction's end state ------------------------------------
+
+
+@pytest.fixture
+def joint(repos, tmp_path) -> Lab:
+    """The Debian lab with GRUB (``GRUB_DEFAULT=saved``, saved_entry on the joint kernel, as
+    the admin's default would be once it is installed) and /etc/kernel/postinst.d/kzguard."""
+    need("grub-editenv", "run-parts")
+    tree = debian_dkms(tmp_path / "root")
+    tree.boot_kernel(OLD, "initrd.img-{}")
+    tree.write("/etc/default/grub", bootfiles.default_grub("saved"))
+    tree.write("/boot/grub/grub.cfg", bootfiles.debian_grub_cfg([OLD, JOINT]))
+    tree.grubenv(GRUBENV, saved_entry=bootfiles.debian_entry_id(JOINT))
+    lab = Lab(tmp_path, tree, repos, DEBIAN_STATUS)
+    # dpkg runs maintainer scripts with PATH=/usr/sbin:/usr/bin:/sbin:/bin: name this venv's
+    # kzguard where the packaged hook names the one on PATH
+    text = POSTINST_HOOK.read_text().replace("command -v kzguard", f"command -v {KZGUARD}")
+    assert 'exec kzguard "$@"' in text
+    tree.write("/etc/kernel/postinst.d/kzguard", text.replace("exec kzguard", f"exec {KZGUARD}"))
+    tree.host("/etc/kernel/postinst.d/kzguard").chmod(0o755)
+    return lab
+
+
+def _saved_entry(lab: Lab) -> str:
+    out = _run("grub-editenv", lab.tree.host(GRUBENV), "list").stdout
+    return dict(line.split("=", 1) for line in out.splitlines())["saved_entry"]
+
+
+def _state(lab: Lab) -> dict:
+    return json.loads((lab.root / "var/lib/kzguard/state.json").read_text())
+
+
+def test_joint_upgrade_is_judged_on_its_end_state(joint):
+    """The order of the real bookworm-backports upgrade: the kernel is configured (its
+    postinst.d runs) before zfs-dkms, whose postinst builds the module. The check inside the
+    run fails; it only says so; the final check after dpkg passes: no pin, default kept."""
+    proc = joint.apt("install", f"linux-image-{JOINT}", "zfs-dkms=2.3.2-1")
+    out = _out(proc)
+    assert proc.returncode == 0, out
+    provisional = out.index(f"kzguard: provisional: kernel {JOINT} would fail the post-install")
+    assert "apt is still configuring packages" in out
+    assert "nothing changed yet; the final check runs when apt finishes" in out
+    built = out.index(f"zfs-dkms 2.3.2: DKMS installed zfs for {JOINT}")
+    final = out.index(f"kzguard: apt has finished: the final post-install check of {JOINT}")
+    assert provisional < built < final
+    passed = f"kzguard: kernel {JOINT} passed the post-install check: zfs 2.3.2-1, spl 2.3.2-1"
+    assert passed in out[final:]
+    assert "do not reboot" not in out and "pinned" not in out
+    assert not joint.preferences.exists()
+    state = _state(joint)
+    assert state["pins"] == {} and "transaction" not in state
+    assert state["last_good"] == JOINT
+    assert _saved_entry(joint) == bootfiles.debian_entry_id(JOINT)  # not moved
+
+
+def test_joint_upgrade_whose_end_state_is_bad_pins_and_keeps_the_default(joint):
+    proc = joint.apt("install", f"linux-image-{JOINT}", "zfs-dkms=2.3.3-1")
+    out = _out(proc)
+    assert proc.returncode == 0, out
+    final = out.index(f"kzguard: apt has finished: the final post-install check of {JOINT}")
+    assert out.index(f"kzguard: provisional: kernel {JOINT} would fail") < final
+    assert f"kzguard: kernel {JOINT} failed the post-install check (unsafe)" in out[final:]
+    assert f"kzguard: kept {OLD} as the boot default" in out[final:]
+    assert _saved_entry(joint) == bootfiles.debian_entry_id(OLD)
+    assert f"linux-image-{JOINT}" in joint.preferences.read_text()
+    state = _state(joint)
+    assert state["pins"][JOINT]["auto"] is True and "transaction" not in state
+
+
+def test_dpkg_without_apt_still_gets_a_check_that_acts(joint, repos):
+    """No apt, so no end hook: the post-install hook acts at once and says that dpkg may still
+    configure packages after it; a check by hand once dpkg is done lifts what it did."""
+    debs = [
+        repos / "main" / f"linux-image-{JOINT}_6.13.4-1_amd64.deb",
+        repos / "backports" / "zfs-dkms_2.3.2-1_amd64.deb",
+    ]
+    r = joint.root
+    proc = _run(
+        "dpkg", f"--root={r}", f"--admindir={r}/var/lib/dpkg", "--force-script-chrootless",
+        f"--log={r}/var/log/dpkg.log", "-i", *debs, check=False, env=joint.env,
+    )  # fmt: skip
+    out = _out(proc)
+    assert proc.returncode == 0, out
+    # zfs-dkms is unpacked (the old modules gone) but not configured: what the issue saw
+    assert f"kzguard: kernel {JOINT} failed the post-install check (" in out
+    assert "no other installed kernel passes the check" in out and "do not reboot" in out
+    assert "provisional" not in out.split("failed the post-install check")[0]
+    assert "kzguard: provisional: dpkg runs this without apt, and may still configure" in out
+    assert f"pinned kernel {JOINT}" in out
+    assert JOINT in _state(joint)["pins"]
+    again = joint.kzguard("hook", "post-install", JOINT)
+    assert again.returncode == 0, _out(again)
+    assert f"kernel {JOINT} passed the post-install check" in again.stderr
+    assert f"lifted the pin on kernel {JOINT}" in again.stderr
+    assert _state(joint)["pins"] == {} and not joint.preferences.exists()

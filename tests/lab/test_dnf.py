@@ -107,12 +107,16 @@ REPOS = {
 
 
 def build_rpm(top: Path, name: str, version: str, release: str, arch: str, files: dict) -> Path:
-    """One rpm holding ``files`` (in-root path -> text), built by rpmbuild."""
+    """One rpm holding ``files`` (in-root path -> text; or a Path: that directory's tree),
+    built by rpmbuild."""
     tree = top / "trees" / f"{name}-{version}"
     for inner, text in files.items():
         target = tree / inner.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
+        if isinstance(text, Path):
+            shutil.copytree(text, target, symlinks=True)
+        else:
+            target.write_text(text)
     spec = top / f"{name}-{version}.spec"
     listed = "\n".join(files)
     spec.write_text(
@@ -314,6 +318,94 @@ def test_internal_failure_with_on_error_allow_goes_through_with_a_warning(dnf_la
     assert proc.returncode == 0, proc.output
     assert "kzguard failed inside the dnf hook (StateError:" in proc.output
     assert "letting the transaction through (on_error = allow)" in proc.output
+    assert "kernel-core-6.12.10" in installed(root)
+
+
+# ---- dnf 4: the post-install verdict on the end state (the plugin's transaction()) --------
+
+
+@pytest.fixture(scope="module")
+def fix_repo(dnf_lab) -> str:
+    """A repo whose zfs-dkms 2.3.1 brings what DKMS builds for kernel 6.12.10 (its modules,
+    its DKMS entry), as its scriptlets would."""
+    stage = HostTree(dnf_lab.base / "fix-stage").os_release("fedora41")
+    stage.zfs_source("2.3.1", "4.18", "6.13")
+    for name in ("zfs", "spl"):
+        stage.module(NEXT, name, "2.3.1-1", location="extra", compression="xz")
+    stage.dkms("zfs", "2.3.1", NEXT)
+    files = {
+        "/usr/src/zfs-2.3.1": stage.host("/usr/src/zfs-2.3.1"),
+        f"/lib/modules/{NEXT}/extra": stage.host(f"/lib/modules/{NEXT}/extra"),
+        "/var/lib/dkms/zfs": stage.host("/var/lib/dkms/zfs"),  # 2.3.1/ and the kernel-* link
+    }
+    built = build_rpm(dnf_lab.base / "rpm-fix", "zfs-dkms", "2.3.1", "1.fc41", "noarch", files)
+    directory = dnf_lab.base / "repos" / "fix"
+    directory.mkdir(parents=True)
+    shutil.copy(built, directory)
+    subprocess.run(["createrepo_c", "--quiet", directory], check=True, timeout=60)
+    dnf_lab.repos["fix"] = directory
+    return "fix"
+
+
+def _pinned_next(root: HostTree) -> None:
+    """Kernel 6.12.10 installed, its module missing: the post-install check pinned it."""
+    from kzguard import postinstall
+    from kzguard.actions import pin
+    from kzguard.config import load_config
+    from kzguard.root import Runner
+
+    root.kernel(NEXT)
+    config = load_config(Root(root.path), None)
+    postinstall.check(Root(root.path), NEXT, config=config, runner=Runner())
+    assert NEXT in pin.current(Root(root.path))
+
+
+def _state(root: HostTree) -> dict:
+    return json.loads(root.host("/var/lib/kzguard/state.json").read_text())
+
+
+@pytest.mark.real
+@needs_dnf
+def test_transaction_hook_lifts_a_pin_the_new_zfs_fixed(dnf_lab, fix_repo, tmp_path):
+    root = dnf_lab.root(tmp_path)
+    _pinned_next(root)
+    proc = dnf_lab.dnf(root, fix_repo, "install", "zfs-dkms-2.3.1")
+    assert proc.returncode == 0, proc.output
+    # the gate lifts the pin for the new ZFS; the end state confirms it
+    assert f"kzguard: lifted the pin on kernel {NEXT}: a new check finds it safe" in proc.output
+    final = proc.output.index(f"kzguard: dnf has finished: the final post-install check of {NEXT}")
+    assert (
+        f"kzguard: kernel {NEXT} passed the post-install check: zfs 2.3.1-1"
+        in (proc.output[final:])
+    )
+    state = _state(root)
+    assert state["pins"] == {} and "transaction" not in state
+
+
+@pytest.mark.real
+@needs_dnf
+def test_transaction_hook_keeps_a_pin_the_end_state_does_not_fix(dnf_lab, tmp_path):
+    root = dnf_lab.root(tmp_path)
+    _pinned_next(root)
+    proc = dnf_lab.dnf(root, "lab", "install", "zfs-dkms-2.3.1")  # no module for 6.12.10
+    assert proc.returncode == 0, proc.output
+    # the gate lifted the pin for the new ZFS, which DKMS did not build for 6.12.10: pinned again
+    final = proc.output.index(f"kzguard: dnf has finished: the final post-install check of {NEXT}")
+    assert f"kzguard: kernel {NEXT} failed the post-install check" in proc.output[final:]
+    state = _state(root)
+    assert state["pins"][NEXT]["auto"] is True and "transaction" not in state
+
+
+@pytest.mark.real
+@needs_dnf
+def test_pre_transaction_records_and_transaction_clears(dnf_lab, tmp_path):
+    """A kernel transaction is recorded before rpm runs (kernel-install, run by rpm, would
+    find its token in the environment and only queue), and the record is gone at the end."""
+    root = dnf_lab.root(tmp_path)
+    proc = dnf_lab.dnf(root, "lab", "-v", "install", "kernel-core-6.12.10")
+    assert proc.returncode == 0, proc.output
+    events = _state(root)
+    assert "transaction" not in events
     assert "kernel-core-6.12.10" in installed(root)
 
 
