@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Optional
 
-from kzguard.errors import EXIT_USAGE, KzguardError
+from kzguard.errors import EXIT_USAGE, FactError, KzguardError
 from kzguard.fileio import replace_file
 from kzguard.root import Root
 
@@ -81,7 +81,11 @@ class State:
 @contextlib.contextmanager
 def locked(root: Root, *, dry_run: bool = False) -> Iterator[State]:
     """Open the state under an exclusive lock; the caller saves what it changed."""
-    directory = root.resolve(STATE_DIR).as_posix()
+    try:
+        directory = root.resolve(STATE_DIR).as_posix()
+        state_path = root.resolve(STATE_FILE).as_posix()
+    except FactError as exc:  # a link loop where the state lives
+        raise StateError(f"cannot open the state: {exc}") from exc
     if dry_run and not os.path.isdir(directory):
         yield State(root, empty(), dry_run=True)
         return
@@ -95,7 +99,7 @@ def locked(root: Root, *, dry_run: bool = False) -> Iterator[State]:
 
         fcntl.flock(fd, fcntl.LOCK_EX)
         state = State(root, {}, dry_run=dry_run)
-        state.data = _load(root.resolve(STATE_FILE).as_posix(), state, dry_run)
+        state.data = _load(state_path, state, dry_run)
         state._saved = _dump(state.data)
         yield state
     finally:
@@ -104,10 +108,9 @@ def locked(root: Root, *, dry_run: bool = False) -> Iterator[State]:
 
 def read(root: Root) -> dict[str, Any]:
     """The state as it is now, without locking (for display); a corrupt file reads as empty."""
-    path = root.resolve(STATE_FILE).as_posix()
     try:
-        return _validated(_parse(path))
-    except (OSError, ValueError, RecursionError):
+        return _validated(_parse(root.resolve(STATE_FILE).as_posix()))
+    except (OSError, ValueError, RecursionError, FactError):
         return empty()
 
 
@@ -151,12 +154,35 @@ def _load(path: str, state: State, dry_run: bool) -> dict[str, Any]:
 
 
 def _validated(data: Any) -> dict[str, Any]:
+    """The state's data when every part kzguard reads has the shape it writes; otherwise a
+    ValueError, and the file is treated as corrupt (kept aside, never half-used)."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError("not a kzguard state file of format 1")
     base = empty()
     for key, value in base.items():
         if not isinstance(data.get(key, value), type(value)) and value is not None:
             raise ValueError(f"{key} has the wrong type")
+    for key in ("pins", "allow"):
+        for name, entry in data.get(key, {}).items():
+            if not isinstance(entry, dict):
+                raise ValueError(f"{key}[{name!r}] is not a mapping")
+            codes = entry.get("codes", [])
+            if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
+                raise ValueError(f"{key}[{name!r}].codes is not a list of strings")
+    counters = data.get("counters", {})
+    blocked = counters.get("blocked", {})
+    if not isinstance(blocked, dict) or not all(
+        isinstance(n, (int, float)) and not isinstance(n, bool) for n in blocked.values()
+    ):
+        raise ValueError("counters.blocked is not a mapping of counts")
+    last = counters.get("snapshot_last_success")
+    if last is not None and not isinstance(last, (int, float)):
+        raise ValueError("counters.snapshot_last_success is not a time")
+    if not all(isinstance(e, dict) for e in data.get("events", [])):
+        raise ValueError("events holds something that is not a mapping")
+    good = data.get("last_good")
+    if good is not None and not isinstance(good, str):
+        raise ValueError("last_good is not a kernel release")
     return {**base, **data}
 
 

@@ -324,6 +324,48 @@ def test_a_truncated_efi_variable_is_a_problem_not_a_crash(tmp_path):
     assert "truncated EFI variable" in boot.problems[0]
 
 
+def test_a_default_glob_longer_than_any_entry_id_matches_none_at_once(tmp_path):
+    # found by tests/test_fuzz_files.py: fnmatch on a 1 MiB glob took over 10 s
+    import time
+
+    tree = arch_sd(tmp_path)
+    tree.write("/boot/loader/loader.conf", "default " + "*a" * (1 << 19) + "*\n")
+    start = time.monotonic()
+    boot = bl.read_boot(Root(tmp_path))
+    assert time.monotonic() - start < 2
+    assert boot.default.id == "arch.conf"  # the first in systemd-boot's order
+    assert "matches no boot entry" in boot.problems[0] and len(boot.problems[0]) < 300
+
+
+def test_submenus_nested_too_deep_are_a_problem_not_a_recursion_error(tmp_path):
+    # found by tests/test_fuzz_files.py: 100 000 nested submenus overflowed flatten's recursion
+    tree = debian(tmp_path, saved_entry=entry_id(DEB_NEW))
+    tree.write("/boot/grub/grub.cfg", "submenu 'a' {\n" * 100_000 + "}\n" * 100_000)
+    boot = bl.read_boot(Root(tmp_path))
+    assert (boot.loader, boot.source, boot.entries) == ("grub", "unreadable", ())
+    assert "nested more than 64 deep" in boot.problems[0]
+
+
+def test_a_menuentry_line_too_long_for_shlex_is_split_at_once():
+    # shlex takes quadratic time: a 1 MiB title line took 40 s
+    import time
+
+    start = time.monotonic()
+    menu = grub.parse_grub_cfg("menuentry '" + "A" * (1 << 20) + "' --id x {\n  linux /v\n}\n")
+    assert time.monotonic() - start < 2
+    assert [item.id for item in menu] == ["x"]
+
+
+def test_a_grub_default_line_too_long_for_shlex_is_read_at_once(tmp_path):
+    import time
+
+    HostTree(tmp_path).write("/etc/default/grub", 'GRUB_DEFAULT="' + "A" * (1 << 20) + '"\n')
+    start = time.monotonic()
+    setting, _ = grub.grub_default(Root(tmp_path), bls=False)
+    assert time.monotonic() - start < 2
+    assert setting == "A" * (1 << 20)
+
+
 # --- ZFSBootMenu ---------------------------------------------------------------------------
 
 

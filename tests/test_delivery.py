@@ -205,3 +205,33 @@ def test_an_empty_root_is_not_all_safe(tmp_path):
     assert check.returncode == 1
     assert "NOT SAFE" in check.stdout
     assert "nothing to fix" not in doctor.stdout
+
+
+def test_a_package_database_behind_a_link_loop_is_a_problem_not_a_crash(tmp_path):
+    # found by tests/test_fuzz_files.py: Root.listdir raised FactError out of owners() (exit 3)
+    tree = sc.debian_dkms(tmp_path)
+    module = f"/lib/modules/{sc.DEBIAN_RUNNING}/updates/dkms/zfs.ko"
+    tree.symlink("/var/lib/dpkg/info", "info")
+    tree.symlink("/var/lib/pacman/local", "/var/lib/pacman/local")
+    tree.symlink("/var/lib/rpm", "rpm")
+    found, problems = owners(Root(tmp_path), [module])
+    assert found == {}
+    assert len(problems) == 3 and all("too many levels" in p for p in problems)
+    assert judge(gather(Root(tmp_path)), {}).exit_code == 0  # DKMS's module, judged as before
+
+
+def test_a_kernel_directory_named_in_bytes_that_are_not_utf8_is_unreadable_and_printable(
+    tmp_path,
+):
+    # found by tests/test_fuzz_files.py: `status` printed the surrogate os.listdir gave for the
+    # byte and died (UnicodeEncodeError, exit 3)
+    sc.debian_dkms(tmp_path)
+    (tmp_path / "lib/modules").joinpath(os.fsdecode(b"6.1\xff-amd64"), "kernel").mkdir(parents=True)
+    utf8 = {"LC_ALL": "C.UTF-8"}  # stdout strict UTF-8, as under any UTF-8 locale
+    status = tools.run(KZGUARD, "--root", tmp_path, "status", check=False, env=utf8)
+    check = _cli(tmp_path, "--json", "check")
+    assert status.returncode == 0, status.stderr
+    assert "6.1\\xff-amd64" in status.stdout
+    verdicts = {k["release"]: k["verdict"] for k in json.loads(check.stdout)["kernels"]}
+    assert verdicts == {"6.1\\xff-amd64": "unknown", sc.DEBIAN_RUNNING: "safe"}
+    assert check.returncode == 1

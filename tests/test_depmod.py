@@ -203,3 +203,34 @@ def test_a_fifo_as_modules_dep_is_unreadable_not_a_hang(tmp_path):
     kernel, module = _located(tmp_path)
     assert "not a regular file" in (kernel.modules_dep or "")
     assert module is not None and module.found_by == BY_SEARCH
+
+
+def test_a_nul_in_a_modules_dep_line_skips_the_line_not_the_check(tmp_path):
+    # found by tests/test_fuzz_files.py: a NUL in a path reached os.lstat (ValueError, exit 3)
+    _tree(tmp_path, {"updates/dkms": ["zfs", "spl"]})
+    (tmp_path / f"lib/modules/{REL}/modules.dep").write_bytes(
+        b"\0updates/dkms/zfs.ko: updates/dkms/spl.ko\nupdates/dkms/spl.ko:\n"
+        b"updates/dkms/zfs.ko: updates/dkms/s\0pl.ko\n"
+    )
+    kernel, module = _located(tmp_path)
+    assert module is not None and module.indexed is False
+    assert kernel.module("spl").found_by == BY_MODULES_DEP
+
+
+def test_a_link_loop_as_modules_dep_is_unreadable_like_a_fifo(tmp_path):
+    # found by tests/test_fuzz_files.py: Root.exists raised FactError out of the check (exit 3)
+    _tree(tmp_path, {"updates/dkms": ["zfs", "spl"]})
+    os.symlink("modules.dep", tmp_path / f"lib/modules/{REL}/modules.dep")
+    kernel, module = _located(tmp_path)
+    assert "too many levels of symbolic links" in (kernel.modules_dep or "")
+    assert module is not None and module.found_by == BY_SEARCH
+
+
+def test_a_depmod_d_directory_behind_a_link_loop_is_a_problem(tmp_path):
+    # found by tests/test_fuzz_files.py: Root.listdir raised FactError out of read_config (exit 3)
+    tree = HostTree(tmp_path)
+    tree.write("/etc/depmod.d/a.conf", "search extra\n")
+    tree.symlink("/usr/lib/depmod.d", "depmod.d")
+    config = depmod.read_config(Root(tmp_path))
+    assert config.search == ("extra",)
+    assert len(config.problems) == 1 and "too many levels" in config.problems[0]

@@ -72,6 +72,24 @@ def test_proxmox_is_debian_with_pve_marks(tmp_path):
     assert detect_family(root, info, []) == "proxmox"
 
 
+def test_a_proxmox_mark_behind_a_link_loop_is_no_mark(tmp_path):
+    # found by reading after tests/test_fuzz_files.py: Root.exists raised FactError (exit 3)
+    tree = HostTree(tmp_path).os_release("debian12")
+    tree.symlink("/etc/pve", "pve")
+    root = Root(tmp_path)
+    assert detect_family(root, read_os_release(root), ["6.1.0-28-amd64"]) == "debian"
+
+
+def test_an_os_release_line_too_long_for_shlex_is_skipped_at_once():
+    # found by tests/test_fuzz_files.py: shlex takes quadratic time (1 MiB: 40 s)
+    import time
+
+    start = time.monotonic()
+    fields = parse_os_release("ID=debian\nPRETTY_NAME=" + "A" * (1 << 20) + "\nVERSION_ID=12\n")
+    assert time.monotonic() - start < 1
+    assert fields == {"ID": "debian", "VERSION_ID": "12"}
+
+
 def test_reason_docs_are_generated_from_the_code():
     from pathlib import Path
 

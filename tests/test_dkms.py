@@ -531,3 +531,17 @@ def test_dkms_add_leaves_the_layout_dkmstree_makes(tmp_path: Path) -> None:
     link = theirs / "var/lib/dkms/zfs/2.2.7/source"
     assert os.readlink(link) == f"{theirs}/usr/src/zfs-2.2.7"  # DKMS writes absolute links
     assert read_tree(Root(ours)) == [DkmsEntry("zfs", "2.2.7", None, None, "added")]
+
+
+def test_read_tree_a_link_loop_is_a_broken_registration_not_a_crash(host: HostTree) -> None:
+    # found by tests/test_fuzz_files.py: Root.listdir raised FactError through read_tree (exit 3)
+    make_dkms_entry(host.path, "zfs", "2.2.7", K1)
+    shutil.rmtree(host.path / "var/lib/dkms/zfs")
+    host.symlink("/var/lib/dkms/zfs", "zfs")
+    [entry] = tree_of(host)
+    assert (entry.module, entry.version, entry.state) == ("zfs", "?", "broken")
+    assert "too many levels of symbolic links" in entry.notes[0]
+    assert versions([entry], "zfs") == []
+    shutil.rmtree(host.path / "var/lib/dkms")
+    host.symlink("/var/lib/dkms", "/var/lib/dkms")
+    assert [(e.module, e.state) for e in tree_of(host)] == [("zfs", "broken")]

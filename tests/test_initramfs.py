@@ -364,6 +364,19 @@ def test_image_for_none_and_bad_input(tmp_path) -> None:
         image_for(Root(tmp_path), "../etc")
 
 
+def test_an_image_behind_a_link_loop_is_an_error_not_a_crash(tmp_path) -> None:
+    # found by reading after tests/test_fuzz_files.py: Root.is_file raised FactError (exit 3)
+    from kzguard.facts.kernels import kernel_build_signer, read_initramfs
+
+    tree = HostTree(tmp_path)
+    tree.symlink("/boot", "boot")
+    tree.symlink(f"/lib/modules/{RELEASE}/kernel", "kernel")
+    facts = read_initramfs(Root(tmp_path), RELEASE)
+    assert facts.path is None and facts.has_zfs is None
+    assert "too many levels of symbolic links" in (facts.error or "")
+    assert kernel_build_signer(Root(tmp_path), f"/lib/modules/{RELEASE}") is None
+
+
 @pytest.mark.real
 def test_image_read_through_a_root(tmp_path, plain, early) -> None:
     tree = HostTree(tmp_path)

@@ -441,3 +441,11 @@ def test_importing_the_probes_loads_no_crypto_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_an_efi_directory_behind_a_link_loop_is_unknown_not_a_crash(tmp_path: Path) -> None:
+    # found by reading after tests/test_fuzz_files.py: Root.exists raised FactError (exit 3)
+    HostTree(tmp_path).symlink("/sys/firmware/efi", "efi")
+    state = secure_boot_state(Root(tmp_path))
+    assert state.efi and state.secure_boot is None and not state.enforcing
+    assert "too many levels of symbolic links" in state.problems[0]

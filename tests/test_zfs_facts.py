@@ -104,3 +104,22 @@ def test_sources_sorted_newest_first(tmp_path):
     for version in ("2.2.10", "2.2.9", "2.3.0"):
         tree.zfs_source(version, "4.18", "6.17")
     assert [s.version for s in read_sources(Root(tmp_path))] == ["2.3.0", "2.2.10", "2.2.9"]
+
+
+def test_a_source_behind_a_link_loop_is_a_source_with_an_error(tmp_path: Path) -> None:
+    # found by tests/test_fuzz_files.py: Root.glob raised FactError out of the check (exit 3)
+    tree = HostTree(tmp_path)
+    tree.zfs_source("2.2.7", "4.18", "6.12")
+    tree.symlink("/usr/src/zfs-2.3.1", "zfs-2.3.1")
+    sources = {s.path: s for s in read_sources(Root(tmp_path))}
+    assert sources["/usr/src/zfs-2.2.7/META"].range() is not None
+    looped = sources["/usr/src/zfs-2.3.1/META"]
+    assert looped.version == "2.3.1" and looped.range() is None
+    assert "too many levels of symbolic links" in (looped.error or "")
+
+
+def test_an_unlistable_usr_src_is_said_not_silently_empty(tmp_path: Path) -> None:
+    tree = HostTree(tmp_path)
+    tree.symlink("/usr/src", "/usr/src")
+    [source] = read_sources(Root(tmp_path))
+    assert source.version is None and "too many levels" in (source.error or "")

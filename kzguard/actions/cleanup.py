@@ -20,7 +20,12 @@ def remove_manager_config(root: Root, runner: Runner) -> list[str]:
         gone = apt_hold.remove(root, runner, [p.key for p in pins], record=False)
         verb = "would remove" if runner.dry_run else "removed"
         lines += [f"{verb} APT pin {p.key} ({apt_hold.PREFERENCES})" for p in gone]
-    with dnf5_hold.locked(root, runner) as lock:
-        if lock.held():
-            lines += lock.write(root, runner, [])
+    from kzguard.managers.dnf5 import Dnf5Error
+
+    try:
+        with dnf5_hold.locked(root, runner) as lock:
+            if lock.held():
+                lines += lock.write(root, runner, [])
+    except Dnf5Error as exc:  # an admin's file that does not parse: left as it is, said
+        lines.append(f"left {dnf5_hold.VERSIONLOCK} alone: {exc}")
     return lines

@@ -46,6 +46,7 @@ ESPS = ("/efi", "/boot", "/boot/efi")
 ZBM_PROPERTY = "org.zfsbootmenu:kernel"
 KERNEL_PREFIXES = ("vmlinuz-", "vmlinux-", "kernel-", "linux-")
 MODULE_ROOTS = ("/usr/lib/modules", "/lib/modules")
+MAX_GLOB = 4096  # systemd-boot entry ids are file names: a longer default glob matches none
 
 
 class BootEntry(Record):
@@ -220,7 +221,7 @@ def _read_grub(root: Root, runner: Optional[Runner]) -> BootState:
         spec, source = setting, f"GRUB_DEFAULT={setting} ({where})"
     item = grub.resolve(menu, spec) if spec else None
     if spec and item is None:
-        problems.append(f"{source} {spec!r} names no menu entry: GRUB boots the first one")
+        problems.append(f"{source} {_shown(spec)} names no menu entry: GRUB boots the first one")
     if item is None:
         item = grub.first_item(menu)
         source = "first menu entry" + ("" if spec else f" ({source} not set)")
@@ -234,7 +235,7 @@ def _read_grub(root: Root, runner: Optional[Runner]) -> BootState:
     if env.get("next_entry"):
         once = grub.resolve(menu, env["next_entry"])
         if once is None:
-            problems.append(f"grubenv next_entry {env['next_entry']!r} names no menu entry")
+            problems.append(f"grubenv next_entry {_shown(env['next_entry'])} names no menu entry")
         else:
             nxt, source = by_item[id(once)], "grubenv next_entry (one-shot)"
     return BootState(GRUB_BLS if bls else GRUB, entries, default, nxt, source, tuple(problems))
@@ -284,7 +285,7 @@ def _read_systemd_boot(root: Root, runner: Optional[Runner]) -> BootState:
         if default is not None:
             source = where
             break
-        problems.append(f"{where} {pattern!r} matches no boot entry")
+        problems.append(f"{where} {_shown(pattern)} matches no boot entry")
     if default is None and entries:
         default, source = entries[0], "first entry in systemd-boot's order (no default set)"
     nxt = default
@@ -292,7 +293,7 @@ def _read_systemd_boot(root: Root, runner: Optional[Runner]) -> BootState:
     if oneshot:
         once = _sd_match(entries, oneshot)
         if once is None:
-            problems.append(f"LoaderEntryOneShot {oneshot!r} matches no boot entry")
+            problems.append(f"LoaderEntryOneShot {_shown(oneshot)} matches no boot entry")
         else:
             nxt, source = once, "LoaderEntryOneShot EFI variable (one-shot)"
     return BootState(SYSTEMD_BOOT, entries, default, nxt, source or "no entries", tuple(problems))
@@ -384,6 +385,12 @@ def strverscmp(a: str, b: str) -> int:
             i, j = i + 1, j + 1
 
 
+def _shown(value: Optional[str], limit: int = 120) -> str:
+    """A value for a problem line: its repr, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(value or '')} characters)"
+
+
 def _at(text: str, index: int) -> str:
     return text[index] if index < len(text) else ""
 
@@ -407,10 +414,12 @@ def _skip_invalid(text: str, index: int) -> int:
 
 
 def _sd_match(entries: tuple[BootEntry, ...], pattern: Optional[str]) -> Optional[BootEntry]:
-    """The first entry whose id matches the glob, compared case-folded as systemd-boot does."""
+    """The first entry whose id matches the glob, compared case-folded as systemd-boot does; a
+    glob longer than :data:`MAX_GLOB` matches nothing (an entry id is a file name, and
+    ``fnmatch`` takes time in proportion to the glob's length for every entry)."""
     from fnmatch import fnmatchcase
 
-    if not pattern:
+    if not pattern or len(pattern) > MAX_GLOB:
         return None
     return next((e for e in entries if fnmatchcase(e.id.lower(), pattern.lower())), None)
 

@@ -92,13 +92,16 @@ class DepmodConfig(Record):
 def read_config(root: Root) -> DepmodConfig:
     """depmod.d as depmod reads it; unreadable files and bad lines become problems."""
     chosen: dict[str, str] = {}
+    problems: list[str] = []
     for directory in CONFIG_DIRS:
-        for name in root.listdir(directory):
+        names, problem = root.scan_dir(directory)
+        if problem is not None:  # a link loop: what it says is not known
+            problems.append(problem)
+        for name in names:
             if name.endswith(".conf") and name not in chosen:
                 chosen[name] = f"{directory}/{name}"
     search: list[str] = []
     overrides: list[tuple[str, str, str]] = []
-    problems: list[str] = []
     files = [chosen[name] for name in sorted(chosen)][:MAX_CONFIG_FILES]
     if len(chosen) > MAX_CONFIG_FILES:
         problems.append(f"more than {MAX_CONFIG_FILES} depmod.d files: the rest are not read")
@@ -166,15 +169,17 @@ def read_modules_dep(
     dependencies: ``(None, None)`` when there is no modules.dep, ``(None, problem)`` when it
     cannot be read. A line that does not parse is skipped (modprobe skips it too)."""
     inner = f"{modules_dir}/modules.dep"
-    if not root.exists(inner) and not root.is_symlink(inner):
-        return None, None
     try:
+        if not root.exists(inner) and not root.is_symlink(inner):
+            return None, None
         text = root.read_text(inner, limit=MAX_MODULES_DEP_BYTES)
         mtime = root.mtime(inner)
     except FactError as exc:
         return None, str(exc)
     lines: dict[str, str] = {}
     for line in text.splitlines():
+        if "\0" in line:  # no path holds a NUL: the line is garbage
+            continue
         head, sep, _ = line.partition(":")
         name = module_name(head.strip()) if sep else None
         if name and name not in lines:

@@ -58,6 +58,7 @@ NOTE_DIFF = "Diff between built and installed module"
 NOTE_MISSING = "Missing some built modules"
 
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
+UNREADABLE = "?"  # the version of an entry whose module directory cannot be listed
 _CHUNK = 1 << 20
 _LOCATION_PREFIXES = ("/kernel", "/updates", "/extra")
 _KERNEL_DIR = re.compile(r"[0-9]+\.")
@@ -126,20 +127,31 @@ def read_tree(
 ) -> list[DkmsEntry]:
     """Every DKMS entry under ``dkms_tree``, as ``dkms status`` would list it, from files only
     (``os_release``: the root's, when the caller has read it already)."""
-    modules = _visible(root.listdir(dkms_tree))
+    try:
+        modules = _visible(root.listdir(dkms_tree))
+    except FactError as exc:  # a link loop: what DKMS registered cannot be seen, zfs included
+        return [_unreadable("zfs", UNREADABLE, exc)]
     if not modules:
         return []
     tree = _Tree(root, dkms_tree, source_tree, install_trees, os_release)
     entries: list[DkmsEntry] = []
     for module in modules:
-        for version in _visible(root.listdir(tree.path(module))):
+        try:
+            versions = _visible(root.listdir(tree.path(module)))
+        except FactError as exc:
+            entries.append(_unreadable(module, UNREADABLE, exc))
+            continue
+        for version in versions:
             try:
                 entries.extend(_version_entries(tree, module, version))
             except (FactError, OSError) as exc:
-                entries.append(
-                    DkmsEntry(module, version, None, None, BROKEN, (f"unreadable: {exc}",))
-                )
+                entries.append(_unreadable(module, version, exc))
     return sorted(entries, key=_status_order)
+
+
+def _unreadable(module: str, version: str, exc: Exception) -> DkmsEntry:
+    """A registration that cannot be read: *broken*, so that nothing is built on it unseen."""
+    return DkmsEntry(module, version, None, None, BROKEN, (f"unreadable: {exc}",))
 
 
 def _version_entries(tree: _Tree, module: str, version: str) -> list[DkmsEntry]:

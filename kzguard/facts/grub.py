@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import re
 
+from kzguard.errors import FactError
+
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:
     from typing import Optional
@@ -29,6 +31,8 @@ BLS_DIR = "/boot/loader/entries"
 DEFAULT_FILE = "/etc/default/grub"
 DEFAULT_DROPINS = "/etc/default/grub.d/*.cfg"
 LINUX_COMMANDS = ("linux", "linuxefi", "linux16")
+MAX_SUBMENU_DEPTH = 64  # grub-mkconfig writes one level; deeper is not a menu anyone made
+MAX_SHLEX = 4096  # shlex takes time in the square of a word's length: longer lines are split
 
 _ASSIGN = re.compile(r"\s*(?:export\s+)?(GRUB_[A-Z0-9_]+)=(.*)\Z")
 
@@ -127,6 +131,8 @@ def _unquote(raw: str) -> str:
     import shlex
 
     try:
+        if len(raw) > MAX_SHLEX:
+            raise ValueError("too long for shlex")
         return " ".join(shlex.split(raw, comments=True))
     except ValueError:
         return raw.strip().strip("\"'")
@@ -136,7 +142,9 @@ def _unquote(raw: str) -> str:
 
 
 def parse_grub_cfg(text: str) -> list[MenuItem]:
-    """The top-level menu of a grub.cfg: entries and submenus with their ids and kernels."""
+    """The top-level menu of a grub.cfg: entries and submenus with their ids and kernels.
+
+    Submenus nested more than :data:`MAX_SUBMENU_DEPTH` deep are a :class:`FactError`."""
     top: list[MenuItem] = []
     levels = [top]  # the item list a new entry goes into
     blocks: list[Optional[MenuItem]] = []  # one per open ``{``: the item, or None (a function...)
@@ -155,6 +163,8 @@ def parse_grub_cfg(text: str) -> list[MenuItem]:
             levels[-1].append(item)
             blocks.append(item)
             if item.children is not None:
+                if len(levels) > MAX_SUBMENU_DEPTH:
+                    raise FactError(f"submenus nested more than {MAX_SUBMENU_DEPTH} deep")
                 levels.append(item.children)
         elif line.endswith("{"):
             blocks.append(None)
@@ -253,6 +263,8 @@ def _words(line: str) -> list[str]:
     import shlex
 
     try:
+        if len(line) > MAX_SHLEX:
+            raise ValueError("too long for shlex")
         return shlex.split(line, comments=False)
     except ValueError:
         return line.split()

@@ -8,6 +8,7 @@ from typing import Optional
 
 from kzguard import distros
 from kzguard.distros.base import DKMS, KMOD, NONE, PACKAGE, PREBUILT, Distro
+from kzguard.errors import FactError
 from kzguard.facts import dkms as dkms_facts
 from kzguard.facts.bootloader import BootState, read_boot
 from kzguard.facts.dkms import BROKEN
@@ -118,10 +119,18 @@ def detect_family(root: Root, os_release: OsRelease, kernels: Sequence[str]) -> 
     """The distro family; Proxmox VE says ID=debian, so look for its own marks too."""
     family = distros.family_for(os_release.id, os_release.id_like)
     if family == "debian" and (
-        any(root.exists(p) for p in PROXMOX_MARKERS) or any(k.endswith("-pve") for k in kernels)
+        any(_exists(root, p) for p in PROXMOX_MARKERS) or any(k.endswith("-pve") for k in kernels)
     ):
         return "proxmox"
     return family
+
+
+def _exists(root: Root, inner: str) -> bool:
+    """Whether a marker file is there; one behind a link loop is not."""
+    try:
+        return root.exists(inner)
+    except FactError:
+        return False
 
 
 _KERNEL_PACKAGES = ("linux", "proxmox-kernel", "pve-kernel", "kernel")
@@ -270,7 +279,7 @@ def gather(
     pending, pending_problems = pending_kernels(root, releases)
     problems += pending_problems
     bootloader = read_boot(root, runner)  # its problems stay in boot.problems
-    auto = any(root.exists(p) for p in distro.dkms_autoregister)
+    auto = any(_exists(root, p) for p in distro.dkms_autoregister)
     delivery = detect_delivery(distro, sources, dkms, installed, auto)
     return Host(
         root=str(root.path),

@@ -140,7 +140,9 @@ def installed_releases(root: Root, module_roots: Sequence[str]) -> dict[str, str
 def scan_kernels(root: Root, module_roots: Sequence[str]) -> dict[str, tuple[str, Optional[str]]]:
     """Each kernel directory under the module roots: release -> (modules dir, why it cannot be
     read or ``None``). A directory that cannot be listed counts when its name reads as a
-    kernel release; a module root that cannot be listed is reported under its own path."""
+    kernel release; a module root that cannot be listed is reported under its own path. A
+    kernel directory whose name is not UTF-8 is unreadable, under its name with the bytes
+    escaped (``\\xff``): no release can be said, or printed, for it."""
     found: dict[str, tuple[str, Optional[str]]] = {}
     seen = set()
     for base in module_roots:
@@ -163,11 +165,28 @@ def scan_kernels(root: Root, module_roots: Sequence[str]) -> dict[str, tuple[str
             entries, problem = root.scan_dir(inner)
             if problem is not None:
                 if name[:1].isdigit():
-                    found[name] = (inner, problem)
+                    found[_shown(name)] = (_shown(inner), problem)
                 continue
             if root.is_dir(inner) and any(m in entries for m in KERNEL_MARKERS):
-                found[name] = (inner, None)
+                if _shown(name) != name:
+                    why = f"{_shown(inner)}: {NOT_UTF8}, so it names no kernel release"
+                    found[_shown(name)] = (_shown(inner), why)
+                else:
+                    found[name] = (inner, None)
     return found
+
+
+NOT_UTF8 = "the directory name is not UTF-8"
+
+
+def _shown(name: str) -> str:
+    """A file name as text that can be printed: bytes that are not UTF-8 (which ``os.listdir``
+    gives as lone surrogates) escaped as ``\\xNN``."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return name
 
 
 class _Located(Record):
@@ -333,12 +352,12 @@ def kernel_build_signer(root: Root, modules_dir: str) -> Optional[SignerFacts]:
     kernel was built with, which its built-in keyring trusts."""
     from kzguard.facts.signature import signer_of
 
-    for inner in root.walk_files(f"{modules_dir}/kernel"):
-        if inner.endswith(COMPRESSION_SUFFIXES) and "/kernel/zfs/" not in inner:
-            try:
+    try:
+        for inner in root.walk_files(f"{modules_dir}/kernel"):
+            if inner.endswith(COMPRESSION_SUFFIXES) and "/kernel/zfs/" not in inner:
                 return signer_of(load_module(root, inner))
-            except FactError:
-                return None
+    except FactError:  # unreadable (a link loop on the way): no key is trusted from it
+        return None
     return None
 
 
@@ -375,7 +394,10 @@ def read_initramfs(root: Root, release: str) -> InitramfsFacts:
     """Whether this kernel's initramfs carries the zfs module."""
     from kzguard.facts import initramfs
 
-    path = initramfs.image_for(root, release)
+    try:
+        path = initramfs.image_for(root, release)
+    except FactError as exc:  # a link loop where the image would be: not seen, not "absent"
+        return InitramfsFacts(None, error=str(exc))
     if path is None:
         return InitramfsFacts(None)
     try:

@@ -10,6 +10,7 @@ from kzguard.root import Root
 
 OS_RELEASE_PATHS = ("/etc/os-release", "/usr/lib/os-release")
 RUNNING_RELEASE_PATH = "/proc/sys/kernel/osrelease"
+MAX_LINE = 4096  # shlex takes time in the square of a word's length: longer lines are skipped
 
 
 class OsRelease(Record):
@@ -32,11 +33,12 @@ class OsRelease(Record):
 
 
 def parse_os_release(text: str) -> dict[str, str]:
-    """Parse os-release's shell-like ``KEY=value`` lines (quoting per os-release(5))."""
+    """Parse os-release's shell-like ``KEY=value`` lines (quoting per os-release(5)); a line
+    longer than :data:`MAX_LINE` is no field."""
     fields: dict[str, str] = {}
     for line in text.splitlines():
         line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
+        if not line or line.startswith("#") or "=" not in line or len(line) > MAX_LINE:
             continue
         key, _, raw = line.partition("=")
         try:

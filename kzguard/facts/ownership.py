@@ -72,7 +72,7 @@ def owners(
 
 
 def _dpkg(root: Root, wanted: dict[str, str], hints: Sequence[str], problems: list[str]):
-    for name in root.listdir(DPKG_INFO):
+    for name in _names(root, DPKG_INFO, problems):
         if not name.endswith(".list"):
             continue
         package = name[: -len(".list")].partition(":")[0]
@@ -86,7 +86,7 @@ def _dpkg(root: Root, wanted: dict[str, str], hints: Sequence[str], problems: li
 
 
 def _pacman(root: Root, wanted: dict[str, str], hints: Sequence[str], problems: list[str]):
-    for entry in root.listdir(PACMAN_LOCAL):
+    for entry in _names(root, PACMAN_LOCAL, problems):
         package = entry.rsplit("-", 2)[0]
         if not (package.startswith("linux") or any(h in package for h in hints)):
             continue
@@ -102,7 +102,11 @@ def _pacman(root: Root, wanted: dict[str, str], hints: Sequence[str], problems: 
 
 
 def _rpm(root: Root, wanted: dict[str, str], hints: Sequence[str], problems: list[str]):
-    if not root.is_file(RPMDB):
+    try:
+        if not root.is_file(RPMDB):
+            return
+    except FactError as exc:
+        problems.append(str(exc))
         return
     import sqlite3
 
@@ -127,6 +131,14 @@ def _rpm_owner(db, path: str) -> Optional[str]:
         (base, directory.rstrip("/") + "/"),
     ).fetchone()
     return str(row[0]) if row else None
+
+
+def _names(root: Root, inner: str, problems: list[str]) -> list[str]:
+    """A database directory's entries; one that cannot be listed (a link loop) is a problem."""
+    names, problem = root.scan_dir(inner)
+    if problem is not None:
+        problems.append(problem)
+    return names
 
 
 def _read(root: Root, inner: str, problems: list[str]) -> Optional[str]:

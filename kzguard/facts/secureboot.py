@@ -89,8 +89,11 @@ class SecureBootState(Record):
 
 def secure_boot_state(root: Root) -> SecureBootState:
     """Read Secure Boot, Setup Mode and shim's validation state from ``root``'s efivars."""
-    if not root.exists("/sys/firmware/efi"):
-        return SecureBootState(efi=False)
+    try:
+        if not root.exists("/sys/firmware/efi"):
+            return SecureBootState(efi=False)
+    except FactError as exc:  # a link loop: EFI, for all kzguard can tell, state unknown
+        return SecureBootState(efi=True, problems=(str(exc),))
     problems: list[str] = []
     secure_boot = _flag(
         problems, "SecureBoot", lambda: read_efivar(root, "SecureBoot", EFI_GLOBAL_GUID)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import posixpath
 import re
 from collections.abc import Iterable, Mapping
 from typing import Optional
@@ -131,15 +132,36 @@ def _version_from_path(path: str) -> Optional[str]:
 
 
 def read_sources(root: Root) -> list[ZfsSource]:
-    """Every ``/usr/src/zfs-*/META`` in the root, newest version first."""
-    sources = []
-    for path in root.glob(SOURCE_GLOB):
+    """Every ``/usr/src/zfs-*/META`` in the root, newest version first; one that cannot be
+    read (a link loop on the way) and a ``/usr/src`` that cannot be listed are sources with an
+    ``error``, never left out."""
+    paths, problem = _meta_paths(root)
+    sources = [ZfsSource(SOURCE_GLOB, None, error=problem)] if problem else []
+    for path in paths:
         try:
             sources.append(meta_source(path, root.read_text(path)))
         except FactError as exc:
             sources.append(ZfsSource(path, _version_from_path(path), error=str(exc)))
     order = newest_first(s.version or "" for s in sources)
     return sorted(sources, key=lambda s: order.index(s.version or ""))
+
+
+def _meta_paths(root: Root) -> tuple[list[str], Optional[str]]:
+    """``/usr/src/zfs-*/META`` paths that exist or cannot be looked at (a link loop on the way:
+    reading them says so), and why ``/usr/src`` cannot be listed, if it cannot."""
+    base = posixpath.dirname(posixpath.dirname(SOURCE_GLOB))
+    names, problem = root.scan_dir(base)
+    found = []
+    for name in names:
+        path = f"{base}/{name}/META"
+        if not name.startswith("zfs-"):
+            continue
+        try:
+            if root.exists(path) or root.is_symlink(path):
+                found.append(path)
+        except FactError:
+            found.append(path)
+    return found, problem
 
 
 @functools.lru_cache(maxsize=1)
