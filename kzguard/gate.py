@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from kzguard.actions.pin import Lifted
     from kzguard.config import Config
+    from kzguard.deadline import Overall
     from kzguard.facts.host import Host
     from kzguard.inflight import Process
     from kzguard.state import State
@@ -82,6 +83,8 @@ def run_gate(
     runner = runner or Runner()
     env = os.environ if env is None else env
     config = load_config(root, config_path)
+    if runner.overall is not None:  # the hook's deadline, as the configuration sets it
+        runner.overall.rearm(config.hook_timeout)
     host = gather_for(root, config)
     report = judge(host, config.zfs_ranges, transaction=transaction, ranges_origin=config.source)
     lifted = _lift_pins(root, runner, host, config, transaction)
@@ -270,11 +273,35 @@ def hook_main(
     every invocation, before a transaction without kernels or ZFS ends the hook, so it must
     return at once when it has nothing to do; its lines are shown to the admin.
     """
+    from kzguard.deadline import overall
+
+    root_path = root_option or "/"
+    try:
+        with overall() as limit:
+            return _hook(
+                manager, read, stdin, root_option, config_path, dry_run, on_hold, maintain, limit
+            )
+    except Exception as exc:  # noqa: BLE001 - any failure of kzguard itself meets on_error
+        return _on_error(manager, exc, root_path, config_path)
+
+
+def _hook(
+    manager: str,
+    read: Callable[[TextIO], HookInput],
+    stdin: TextIO,
+    root_option: Optional[str],
+    config_path: Optional[str],
+    dry_run: bool,
+    on_hold: Optional[Callable[[Root, Runner, Decision, Transaction], list[str]]],
+    maintain: Optional[Callable[[str, Runner, HookInput, Optional[str]], list[str]]],
+    limit: Overall,
+) -> int:
+    """:func:`hook_main` inside its overall deadline."""
     root_path = root_option or "/"
     try:
         hook_input = read(stdin)
         root_path = root_option or hook_input.root or "/"
-        runner = Runner(dry_run=dry_run)
+        runner = Runner(dry_run=dry_run, overall=limit)
         upkeep = maintain(root_path, runner, hook_input, config_path) if maintain else []
         for line in upkeep:
             print(line, file=sys.stderr)

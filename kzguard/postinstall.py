@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from typing import Optional, TextIO
 
     from kzguard.config import Config
+    from kzguard.deadline import Overall
     from kzguard.facts.host import Host
     from kzguard.policy import KernelVerdict, Report
     from kzguard.root import Root, Runner
@@ -296,19 +297,40 @@ def hook_main(
 
     Inside a transaction kzguard recorded (:mod:`kzguard.inflight`) a kernel is only queued
     for the end-of-transaction check and judged provisionally, changing nothing. A stale
-    record is cleared and the kernels it queued are checked now, with this one.
+    record is cleared and the kernels it queued are checked now, with this one. The whole
+    hook runs within ``hook_timeout`` (:mod:`kzguard.deadline`).
     """
-    from kzguard.root import Root, Runner
+    from kzguard.deadline import overall
 
     out = out or sys.stderr
+    try:
+        with overall() as limit:
+            return _hook_main(releases, root_option, config_path, dry_run, targets, out, env, limit)
+    except Exception as exc:  # noqa: BLE001 - the deadline, outside the per-kernel handlers
+        return _on_error(exc, root_option or "/", config_path, None, out)
+
+
+def _hook_main(
+    releases: Sequence[str],
+    root_option: Optional[str],
+    config_path: Optional[str],
+    dry_run: bool,
+    targets: Optional[TextIO],
+    out: TextIO,
+    env: Optional[Mapping[str, str]],
+    limit: Overall,
+) -> int:
+    from kzguard.root import Root, Runner
+
     env = os.environ if env is None else env
     root_path = root_option or "/"
-    runner = Runner(dry_run=dry_run)
+    runner = Runner(dry_run=dry_run, overall=limit)
     try:
         from kzguard.config import load_config
 
         root = Root.open(root_path)
         config = load_config(root, config_path)
+        limit.rearm(config.hook_timeout)
         if targets is not None:
             releases = releases_from_targets(root, targets)
     except Exception as exc:  # noqa: BLE001 - any failure of kzguard itself meets on_error

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any, BinaryIO, Optional, Union
 
+    from kzguard.deadline import Overall
+
     PathLike = Union[str, os.PathLike[str]]
 
 _MAX_LINKS = 40
@@ -281,10 +283,12 @@ class Runner:
         timeout: float = 60.0,
         env: Optional[Mapping[str, str]] = None,
         deadline: Optional[float] = None,
+        overall: Optional[Overall] = None,
     ):
         self.dry_run = dry_run
         self.timeout = timeout
         self.deadline = deadline  # time.monotonic() after which no command runs
+        self.overall = overall  # a hook's deadline (kzguard.deadline), which may be re-armed
         self.env = dict(os.environ if env is None else env)
         self.env["LC_ALL"] = "C"
 
@@ -340,6 +344,15 @@ class Runner:
             raise CommandError(argv, proc.returncode, "", stderr)
         return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
 
+    def _past_deadline(self, argv: list[str]) -> None:
+        """A hook's overall deadline ends the run (it meets ``on_error``); a plain deadline
+        fails just this command."""
+        if self.overall is not None:
+            from kzguard.deadline import DeadlineExceeded
+
+            raise DeadlineExceeded(self.overall.seconds)
+        raise CommandError(argv, None, reason="not run: the overall deadline has passed")
+
     def _exec(
         self,
         argv: list[str],
@@ -357,11 +370,13 @@ class Runner:
         import time
 
         limit = timeout or self.timeout
-        if self.deadline is not None:
-            left = self.deadline - time.monotonic()
+        deadline = self.overall.at if self.overall is not None else self.deadline
+        cut = False  # the overall deadline, not the command's own timeout, bounds this run
+        if deadline is not None:
+            left = deadline - time.monotonic()
             if left <= 0:
-                raise CommandError(argv, None, reason="not run: the overall deadline has passed")
-            limit = min(limit, left)
+                self._past_deadline(argv)
+            cut, limit = left < limit, min(limit, left)
         if capture_output:
             kwargs.setdefault("stdout", subprocess.PIPE)
             kwargs.setdefault("stderr", subprocess.PIPE)
@@ -377,6 +392,8 @@ class Runner:
             stdout, stderr = proc.communicate(input, timeout=limit)
         except subprocess.TimeoutExpired as exc:
             _kill_group(proc)
+            if cut and self.overall is not None:
+                self._past_deadline(argv)
             raise CommandError(argv, None, reason=f"timed out after {limit:.3g}s") from exc
         except BaseException:
             _kill_group(proc)

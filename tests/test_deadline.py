@@ -55,3 +55,37 @@ def test_root_reads_never_wait_on_a_fifo(tmp_path):
 
     with pytest.raises(FactError, match="not a regular file"):
         Root(tmp_path).read_text("/os-release")
+
+
+def test_a_hung_snapshot_ends_the_apt_hook_within_hook_timeout(tmp_path, monkeypatch):
+    """`zfs snapshot` hangs (and leaves a child): the hook stops at hook_timeout, kills both,
+    and follows on_error, saying so."""
+    import io
+
+    from kzguard.gate import HookInput, hook_main
+    from kzguard.transaction import Transaction
+    from tests import scenarios as sc
+
+    sc.fedora_dkms(tmp_path)
+    (tmp_path / "proc/self").mkdir(parents=True)
+    (tmp_path / "proc/self/mounts").write_text("rpool/ROOT/fedora / zfs rw 0 0\n")
+    (tmp_path / "etc/kzguard").mkdir(parents=True)
+    (tmp_path / "etc/kzguard/kzguard.yaml").write_text("hook_timeout: 2\non_error: allow\n")
+    bin_dir = tmp_path / "hung-bin"
+    bin_dir.mkdir()
+    pidfile = tmp_path / "child.pid"
+    (bin_dir / "zfs").write_text(f"#!/bin/sh\nsleep 300 & echo $! > {pidfile}\nwait\n")
+    (bin_dir / "zfs").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    err = io.StringIO()
+    monkeypatch.setattr("sys.stderr", err)
+    tx = Transaction("apt", install=("6.12.11-200.fc41.x86_64",))
+    started = time.monotonic()
+    code = hook_main("apt", lambda stdin: HookInput(tx, str(tmp_path)), stdin=io.StringIO())
+    elapsed = time.monotonic() - started
+    assert elapsed < 10, elapsed
+    assert code == 0  # on_error: allow
+    assert "deadline" in err.getvalue() and "on_error" in err.getvalue()
+    from tests.test_runner import _alive
+
+    assert not _alive(int(pidfile.read_text()))

@@ -47,6 +47,7 @@ class Config(Record):
     zfs_ranges: dict[str, tuple[str, str]]
     require_signature: str
     trusted_certificates: tuple[str, ...]
+    hook_timeout: int = 30
     source: str = DEFAULTS_SOURCE
     _uncompared = frozenset({"source"})
 

@@ -146,6 +146,14 @@ SCHEMA: tuple[Setting, ...] = (
         "kernel carries built in (a distro's or your own kernel's signing key).",
         example=["/etc/pki/kzguard/distro-kernel-signing.pem"],
     ),
+    Setting(
+        "hook_timeout",
+        "integer (seconds)",
+        30,
+        validators.positive_int,
+        "The longest a package-manager hook may take in all (commands, reads, the snapshot); "
+        "past it the hook stops, kills what it started and follows `on_error`.",
+    ),
 )
 
 BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SCHEMA}
