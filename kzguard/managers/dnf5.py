@@ -172,12 +172,22 @@ def maintain(
         from kzguard.postinstall import finish_main
 
         finish_main(MANAGER, root_option=root_path, config_path=config_path, dry_run=runner.dry_run)
-    from kzguard.actions.dnf5_hold import Versionlock
+    from kzguard.actions.dnf5_hold import Versionlock, locked
     from kzguard.root import Root
 
     root = Root.open(root_path)
     add_pending = hook_input.hook == "repos_configured" and not hook_input.can_refuse
-    lock = Versionlock.load(root)
+    if not add_pending and not Versionlock.load(root).held():
+        return []  # nothing to keep up: no lock taken, nothing written
+    with locked(root, runner) as lock:  # one read-modify-write under kzguard's lock for it
+        return _upkeep(root, runner, hook_input, config_path, lock)
+
+
+def _upkeep(
+    root: Root, runner: Runner, hook_input: Dnf5Input, config_path: Optional[str], lock: Any
+) -> list[str]:
+    """The holds dnf5's upkeep wants, written through ``lock`` (held by the caller)."""
+    add_pending = hook_input.hook == "repos_configured" and not hook_input.can_refuse
     current = lock.held()
     if not current and not add_pending:
         return []
