@@ -492,3 +492,17 @@ def test_signature_key_errors(tmp_path, text, line, needle):
         load(tmp_path, text)
     assert info.value.line == line
     assert needle in str(info.value)
+
+
+def test_deep_flow_nesting_is_refused_before_the_parser_recurses():
+    """100k nested `[` segfaulted Python 3.9's YAML composer (C stack): refused first."""
+    with pytest.raises(ConfigError, match="nested more than 32 levels"):
+        loads("modules: " + "[" * 100_000)
+    assert loads("# [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\nmodules: ['zfs']\n").modules == ("zfs",)
+
+
+def test_deep_block_nesting_is_refused_too():
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        loads("- " * 100_000 + "x\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        loads("".join(" " * n + f"k{n}:\n" for n in range(0, 600, 2)))

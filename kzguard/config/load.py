@@ -116,10 +116,62 @@ def _decode(data: bytes, source: str) -> str:
         raise ConfigError(message, path=source, line=line) from None
 
 
+MAX_CONFIG_CHARS = 1 << 20
+MAX_FLOW_DEPTH = 32
+_FLOW = re.compile(r"[\[\]{}'\"#\n]")
+
+
+def _flow_depth(text: str) -> int:
+    """How deep ``[``/``{`` nest outside quotes and comments (a linear scan): YAML parsers
+    recurse per level, and a deep enough file overflows the C stack of some Pythons."""
+    depth = deepest = 0
+    quote = ""
+    comment = False
+    for match in _FLOW.finditer(text):
+        char, at = match.group(), match.start()
+        if comment:
+            comment = char != "\n"
+        elif quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (at == 0 or text[at - 1] in " \t\n"):
+            comment = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+    return deepest
+
+
+MAX_BLOCK_DEPTH = 256
+_BLOCK_ITEMS = re.compile(r"[ \t]*((?:[-?:][ \t]+)*)")
+
+
+def _block_depth(text: str) -> int:
+    """The deepest block nesting a line could open: its indentation plus two columns per
+    leading ``- ``/``? `` item (``- - - x`` nests three sequences on one line)."""
+    deepest = 0
+    for line in text.splitlines():
+        match = _BLOCK_ITEMS.match(line)
+        if match is not None:
+            items = match.group(1)
+            depth = match.start(1) + 2 * (items.count("-") + items.count("?") + items.count(":"))
+            deepest = max(deepest, depth)
+    return deepest
+
+
 def _compose(text: str, source: str) -> Optional[Node]:
     """The single YAML document's root node (None for an empty stream)."""
     import yaml
 
+    if len(text) > MAX_CONFIG_CHARS:
+        raise ConfigError(f"more than {MAX_CONFIG_CHARS} characters", path=source)
+    if _flow_depth(text) > MAX_FLOW_DEPTH:
+        raise ConfigError(f"[ ] or {{ }} nested more than {MAX_FLOW_DEPTH} levels", path=source)
+    if _block_depth(text) > MAX_BLOCK_DEPTH:
+        raise ConfigError("nested too deeply (indentation or '- ' items)", path=source)
     loader = None
     try:
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
