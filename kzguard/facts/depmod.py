@@ -23,6 +23,7 @@ import posixpath
 from fnmatch import fnmatchcase
 
 from kzguard.errors import FactError
+from kzguard.facts.modinfo import COMPRESSION_SUFFIXES as MODULE_SUFFIXES
 from kzguard.record import Record
 from kzguard.root import Root
 
@@ -40,7 +41,6 @@ CONFIG_DIRS = (
 )
 BUILTIN = "built-in"
 DEFAULT_SEARCH = ("updates", BUILTIN)
-MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 MAX_CONFIG_FILES = 256
 MAX_CONFIG_BYTES = 64 * 1024
 MAX_MODULES_DEP_BYTES = 64 * 1024 * 1024

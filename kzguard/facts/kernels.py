@@ -51,7 +51,7 @@ class ModuleFile(Record):
 
     name: str
     path: str  # in-root path
-    location: str  # the MODULE_DIRS entry it was found in
+    location: str  # its directory relative to the kernel's modules directory
     kabi_tracked: bool  # a weak-updates link to a module built for another kernel
     link_target: Optional[str] = None
     modinfo: Optional[ModInfo] = None
@@ -259,11 +259,7 @@ class _KernelIndex:
             inner = self._inner(entry.path)
             if self._is_file(entry.path):
                 deps = tuple(self._inner(p) for p in entry.deps)
-                location = (
-                    posixpath.dirname(entry.path.lstrip("/"))
-                    if not entry.path.startswith("/")
-                    else posixpath.dirname(entry.path)
-                )
+                location = posixpath.dirname(entry.path)
                 return _Located(inner, location, BY_MODULES_DEP, True, deps)
         copies = self.files().get(key, [])
         best, ties = depmod.choose(copies, key, self.release, self.config)
@@ -291,15 +287,6 @@ def _safe_is_file(root: Root, inner: str) -> bool:
         return root.is_file(inner)
     except FactError:
         return False
-
-
-def locate_module(root: Root, modules_dir: str, name: str) -> Optional[tuple[str, str]]:
-    """``(in-root path, location)`` of the copy of module ``name`` modprobe would load."""
-    from kzguard.facts import depmod
-
-    release = posixpath.basename(modules_dir)
-    found = _KernelIndex(root, release, modules_dir, [name], depmod.read_config(root)).locate(name)
-    return (found.path, found.location) if found else None
 
 
 def _module_file(
