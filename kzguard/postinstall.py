@@ -274,9 +274,8 @@ def releases_from_targets(root: Root, targets: Iterable[str]) -> list[str]:
             zfs_changed = True
     if zfs_changed:
         from kzguard.actions import pin
-        from kzguard.facts.kernels import installed_releases
 
-        installed = installed_releases(root, ("/lib/modules", "/usr/lib/modules"))
+        installed = _kernels_present(root)
         for release, info in pin.current(root).items():
             if info.auto and release in installed:
                 releases[release] = None
@@ -535,13 +534,20 @@ def finish(
     return code
 
 
+def _kernels_present(root: Root) -> set[str]:
+    """The releases with a kernel directory, readable or not: one kzguard cannot read is
+    checked (and judged unknown), never left out of a check as if it were gone."""
+    from kzguard.facts.kernels import scan_kernels
+
+    return set(scan_kernels(root, ("/lib/modules", "/usr/lib/modules")))
+
+
 def _end_targets(root: Root, queued: Sequence[str]) -> tuple[list[str], list[str]]:
     """The queued kernels still installed, and the installed kernels kzguard pinned."""
     from kzguard import state
     from kzguard.actions import pin
-    from kzguard.facts.kernels import installed_releases
 
-    installed = installed_releases(root, ("/lib/modules", "/usr/lib/modules"))
+    installed = _kernels_present(root)
     releases = [r for r in dict.fromkeys(queued) if r in installed]
     pins = pin.from_state(state.read(root))
     pinned = [r for r, p in pins.items() if p.auto and r in installed and r not in releases]

@@ -303,3 +303,19 @@ def test_a_manager_that_is_pid_1_is_found(tmp_path):
         (proc / str(pid)).mkdir(parents=True)
         (proc / str(pid) / "stat").write_text(f"{pid} ({comm}) {' '.join(fields)}\n")
     assert inflight.ancestors(41, str(proc)) == [(40, 1040), (1, 1001)]
+
+
+def test_a_kernel_kzguard_cannot_read_is_still_a_target_of_the_end_check(tmp_path):
+    """A queued kernel whose directory cannot be read (a link loop here) is checked, and so
+    judged unknown, rather than dropped from the end check as if it had been removed."""
+    from kzguard import postinstall
+    from kzguard.facts.kernels import installed_releases
+    from kzguard.root import Root
+
+    modules = tmp_path / "lib/modules"
+    (modules / "6.1.0-28-amd64/kernel").mkdir(parents=True)
+    (modules / "6.12.9-amd64").symlink_to("6.12.9-amd64")  # a loop
+    root = Root(tmp_path)
+    assert "6.12.9-amd64" not in installed_releases(root, ("/lib/modules",))
+    releases, _ = postinstall._end_targets(root, ["6.12.9-amd64", "6.1.0-28-amd64"])
+    assert releases == ["6.12.9-amd64", "6.1.0-28-amd64"]
