@@ -4,6 +4,7 @@ running after a timeout or an interrupted wait."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import time
 
@@ -13,13 +14,20 @@ from kzguard.errors import CommandError
 from kzguard.root import Runner
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, grace: float = 10.0) -> bool:
+    """Whether ``pid`` still runs ``grace`` seconds from now: a SIGKILLed process dies when it is
+    next scheduled, so the test waits on a pidfd (readable once the process has exited) instead
+    of looking once."""
     try:
-        os.kill(pid, 0)
+        fd = os.pidfd_open(pid)
     except ProcessLookupError:
         return False
-    with open(f"/proc/{pid}/stat") as handle:  # a zombie waiting for init is gone too
-        return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return not poller.poll(grace * 1000)
+    finally:
+        os.close(fd)
 
 
 def _grandchild(tmp_path, seconds: int = 60) -> list[str]:
