@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Optional
 
-from kzguard.kernelrelease import sort_key
+from kzguard.base.kernelrelease import sort_key
 
 DEBIAN_UUID = "8a4b2c1e-93d5-4f7a-9b0c-2e6d4f8a1b3c"
 MACHINE_ID = "4f1c0e6a2b7d48c39e5a1d2f3b4c5d6e"

@@ -9,7 +9,7 @@ them: 4 attribute bytes, then the value.
 
 Nothing here skips or fails a test: a missing tool is a :class:`~devtools.kobuild.ToolchainError`
 (tests check with ``tests.tools.need`` first, so that CI fails where a real tool is missing),
-a tool that fails is a :class:`~kzguard.errors.CommandError` with its output.
+a tool that fails is a :class:`~kzguard.base.errors.CommandError` with its output.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from devtools.kobuild import ToolchainError
-from kzguard.record import Record
+from kzguard.base.record import Record
 from kzguard.root import Runner
 
 # --- EFI variables (the UEFI spec's and shim's GUIDs, spelled out here, not imported) ---------

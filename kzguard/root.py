@@ -13,7 +13,7 @@ import posixpath
 import stat
 from collections.abc import Iterator, Mapping, Sequence
 
-from kzguard.errors import CommandError, FactError, UsageError
+from kzguard.base.errors import CommandError, FactError, UsageError
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any, BinaryIO, Optional, Union
 
-    from kzguard.deadline import Overall
+    from kzguard.base.deadline import Overall
 
     PathLike = Union[str, os.PathLike[str]]
 
@@ -288,7 +288,7 @@ class Runner:
         self.dry_run = dry_run
         self.timeout = timeout
         self.deadline = deadline  # time.monotonic() after which no command runs
-        self.overall = overall  # a hook's deadline (kzguard.deadline), which may be re-armed
+        self.overall = overall  # a hook's deadline (kzguard.base.deadline), which may be re-armed
         self.env = dict(os.environ if env is None else env)
         self.env["LC_ALL"] = "C"
 
@@ -348,7 +348,7 @@ class Runner:
         """A hook's overall deadline ends the run (it meets ``on_error``); a plain deadline
         fails just this command."""
         if self.overall is not None:
-            from kzguard.deadline import DeadlineExceeded
+            from kzguard.base.deadline import DeadlineExceeded
 
             raise DeadlineExceeded(self.overall.seconds)
         raise CommandError(argv, None, reason="not run: the overall deadline has passed")

@@ -177,7 +177,7 @@ def _preload() -> None:
     import yaml  # noqa: F401
 
     import kzguard.cli
-    from kzguard import config, decision, doctor, gate, policy, postinstall, report  # noqa: F401
+    from kzguard import config  # noqa: F401
     from kzguard.actions import dnf5_hold, pin  # noqa: F401
     from kzguard.facts import host, package_meta  # noqa: F401
     from kzguard.managers import apt, dnf5, pacman  # noqa: F401

@@ -21,12 +21,12 @@ from hypothesis import strategies as st
 
 from devtools.hostbuilder import HostTree
 from kzguard.actions import apt_hold
-from kzguard.decision import HOLD, Decision
-from kzguard.errors import CommandError
+from kzguard.base.errors import CommandError
+from kzguard.base.transaction import Transaction
+from kzguard.judge.decision import HOLD, Decision
 from kzguard.managers import apt
 from kzguard.managers.apt import AptProtocolError
 from kzguard.root import Root, Runner
-from kzguard.transaction import Transaction
 
 # recorded: apt-get's configuration dump (Dir and dpkg's --root point at the lab root)
 CONFIG_DUMP = """\
@@ -528,8 +528,8 @@ HEAVY = {
     "kzguard.facts",
     "kzguard.facts.host",
     "kzguard.facts.pending_apt",
-    "kzguard.policy",
-    "kzguard.state",
+    "kzguard.judge.policy",
+    "kzguard.actions.state",
     "kzguard.actions.apt_hold",
 }
 

@@ -14,8 +14,9 @@ import pytest
 
 from devtools import bootfiles as bf
 from devtools.hostbuilder import HostTree
-from kzguard import journal, state
 from kzguard.actions import boot as guard
+from kzguard.actions import state
+from kzguard.base import journal
 from kzguard.facts import bootloader as bl
 from kzguard.root import Root, Runner
 from tests import scenarios as sc

@@ -8,12 +8,12 @@ import pytest
 
 from devtools import bootfiles as bf
 from devtools.hostbuilder import HostTree
+from kzguard.base.transaction import Transaction
 from kzguard.facts import bootloader as bl
 from kzguard.facts import grub
 from kzguard.facts.host import gather
-from kzguard.policy import judge
+from kzguard.judge.policy import judge
 from kzguard.root import Root
-from kzguard.transaction import Transaction
 from tests.tools import need, run
 
 DEB_OLD, DEB_NEW = "6.1.0-27-amd64", "6.1.0-28-amd64"

@@ -28,8 +28,8 @@ import dbus.service
 import pytest
 from gi.repository import GLib
 
-from kzguard.errors import CommandError
-from kzguard.kernelrelease import ReleaseError
+from kzguard.base.errors import CommandError
+from kzguard.base.kernelrelease import ReleaseError
 from kzguard.service import names
 from tests import scenarios as sc
 from tests.tools import need
@@ -564,12 +564,12 @@ def test_without_a_bus_a_hook_notifies_nobody_quickly(tmp_path):
 
 
 def test_the_gate_and_the_post_install_check_notify(tmp_path, monkeypatch):
-    from kzguard import postinstall
+    from kzguard.base.transaction import Transaction
     from kzguard.config import load_config
-    from kzguard.gate import run_gate
+    from kzguard.guard import postinstall
+    from kzguard.guard.gate import run_gate
     from kzguard.root import Root, Runner
     from kzguard.service import notify as notify_module
-    from kzguard.transaction import Transaction
 
     calls = []
     monkeypatch.setattr(

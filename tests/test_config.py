@@ -13,6 +13,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kzguard.base.errors import ConfigError
+from kzguard.base.record import Record
 from kzguard.config import (
     DEFAULT_PATH,
     SCHEMA,
@@ -21,8 +23,6 @@ from kzguard.config import (
     loads,
     render_docs,
 )
-from kzguard.errors import ConfigError
-from kzguard.record import Record
 from kzguard.root import Root
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "config.md"

@@ -1,4 +1,4 @@
-"""The hook's overall deadline (kzguard/deadline.py): it ends a hung read or command in time."""
+"""The hook's overall deadline (kzguard/base/deadline.py): a hung read or command ends in time."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from kzguard.deadline import DeadlineExceeded, overall
-from kzguard.errors import CommandError
+from kzguard.base.deadline import DeadlineExceeded, overall
+from kzguard.base.errors import CommandError
 from kzguard.root import Root, Runner
 
 
@@ -51,7 +51,7 @@ def test_a_handler_someone_else_installed_is_left_alone():
 
 def test_root_reads_never_wait_on_a_fifo(tmp_path):
     os.mkfifo(tmp_path / "os-release")
-    from kzguard.errors import FactError
+    from kzguard.base.errors import FactError
 
     with pytest.raises(FactError, match="not a regular file"):
         Root(tmp_path).read_text("/os-release")
@@ -62,8 +62,8 @@ def test_a_hung_snapshot_ends_the_apt_hook_within_hook_timeout(tmp_path, monkeyp
     and follows on_error, saying so."""
     import io
 
-    from kzguard.gate import HookInput, hook_main
-    from kzguard.transaction import Transaction
+    from kzguard.base.transaction import Transaction
+    from kzguard.guard.gate import HookInput, hook_main
     from tests import scenarios as sc
 
     sc.fedora_dkms(tmp_path)

@@ -15,7 +15,7 @@ from devtools.dkmstree import make_dkms_entry
 from devtools.hostbuilder import HostTree
 from kzguard.facts.host import gather
 from kzguard.facts.ownership import owners
-from kzguard.policy import judge
+from kzguard.judge.policy import judge
 from kzguard.root import Root
 from tests import scenarios as sc
 from tests import tools

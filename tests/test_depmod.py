@@ -20,7 +20,7 @@ from devtools.hostbuilder import HostTree
 from kzguard.facts import depmod
 from kzguard.facts.host import gather
 from kzguard.facts.kernels import BY_MODULES_DEP, BY_SEARCH, read_installed
-from kzguard.policy import judge
+from kzguard.judge.policy import judge
 from kzguard.root import Root
 from tests import tools
 

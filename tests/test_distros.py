@@ -93,7 +93,9 @@ def test_an_os_release_line_too_long_for_shlex_is_skipped_at_once():
 def test_reason_docs_are_generated_from_the_code():
     from pathlib import Path
 
-    from kzguard.reasons import render_docs
+    from kzguard.judge.reasons import render_docs
 
     docs = Path(__file__).resolve().parent.parent / "docs" / "reasons.md"
-    assert docs.read_text() == render_docs(), "regenerate: python -c 'from kzguard.reasons ...'"
+    assert docs.read_text() == render_docs(), (
+        "regenerate: python -c 'from kzguard.judge.reasons ...'"
+    )

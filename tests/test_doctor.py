@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from devtools.hostbuilder import HostTree
-from kzguard.doctor import advise, render
 from kzguard.facts.host import gather
 from kzguard.facts.zfs import LinuxRange
-from kzguard.policy import KernelVerdict, Report
-from kzguard.reasons import Reason, verdict_of
+from kzguard.judge.doctor import advise, render
+from kzguard.judge.policy import KernelVerdict, Report
+from kzguard.judge.reasons import Reason, verdict_of
 from kzguard.root import Root
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "hosts"
@@ -84,7 +84,7 @@ def test_one_root_cause_one_paragraph(tmp_path):
 
 
 def test_every_reason_code_gets_advice(tmp_path):
-    from kzguard.reasons import CODES
+    from kzguard.judge.reasons import CODES
 
     for code in CODES:
         report = report_with(tmp_path, "debian12", "6.12.9-amd64", Reason(code.code, "why", "zfs"))

@@ -10,7 +10,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from devtools import kobuild
-from kzguard.errors import FactError
+from kzguard.base.errors import FactError
 from kzguard.facts.elf import find_section
 
 pytestmark = pytest.mark.real  # objects are made by gcc / objcopy

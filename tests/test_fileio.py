@@ -8,7 +8,13 @@ import subprocess
 
 import pytest
 
-from kzguard.fileio import TMP_MARK, UnsafeDirectory, check_directory, remove_file, replace_file
+from kzguard.base.fileio import (
+    TMP_MARK,
+    UnsafeDirectory,
+    check_directory,
+    remove_file,
+    replace_file,
+)
 
 
 def test_replace_and_remove(tmp_path):

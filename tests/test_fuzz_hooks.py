@@ -321,7 +321,7 @@ FOUND = [
     _found("versionlock", Case("fedora", VERSIONLOCK, Content(b"[[packages\n"),
                                VERSIONLOCK_COMMANDS[-1]),
            "cleanup on a versionlock.toml that does not parse"),
-    # kzguard/postinstall.py finish_main waited forever in open() on a FIFO state.json
+    # kzguard/guard/postinstall.py finish_main waited forever in open() on a FIFO state.json
     _found("state-json", Case("debian", STATE, fk.Shape("fifo"), POST_TRANSACTION),
            "state.json a FIFO, post-transaction"),
     # kzguard/actions/pin.py iterated a pin's codes that were not a list (TypeError)
@@ -329,15 +329,15 @@ FOUND = [
            "a pin whose codes is not a list, pin list"),
     _found("state-json", Case("debian", STATE, _pins(codes=5), HOOK_APT_KERNEL),
            "a pin whose codes is not a list, apt hook"),
-    # kzguard/cli.py cmd_allow called .get on an allow entry that was not a mapping
+    # kzguard/cli cmd_allow called .get on an allow entry that was not a mapping
     _found("state-json", Case("debian", STATE, _state_doc(allow={"6.13.2-amd64": "x"}),
                               ALLOW_LIST),
            "an allow entry that is not a mapping"),
-    # kzguard/state.py count_blocked called .get on a counters.blocked that was an int
+    # kzguard/actions/state.py count_blocked called .get on a counters.blocked that was an int
     _found("state-json", Case("debian", STATE, _state_doc(counters={"blocked": 5}, allow={}),
                               HOOK_APT_KERNEL),
            "counters.blocked not a mapping"),
-    # kzguard/state.py let Root.resolve's FactError out (exit 3) for a looping state.json
+    # kzguard/actions/state.py let Root.resolve's FactError out (exit 3) for a looping state.json
     _found("state-json", Case("debian", STATE, fk.Shape("loop"), PIN_LIST),
            "state.json a link loop, pin list"),
 ]  # fmt: skip

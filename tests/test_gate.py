@@ -6,13 +6,13 @@ import io
 
 import pytest
 
-from kzguard import state
-from kzguard.decision import decide
+from kzguard.actions import state
+from kzguard.base.transaction import Transaction
 from kzguard.facts.host import gather
-from kzguard.gate import HookInput, allowed_from_env, hook_main, run_gate
-from kzguard.policy import judge
+from kzguard.guard.gate import HookInput, allowed_from_env, hook_main, run_gate
+from kzguard.judge.decision import decide
+from kzguard.judge.policy import judge
 from kzguard.root import Root, Runner
-from kzguard.transaction import Transaction
 from tests import scenarios as sc
 
 pytestmark = pytest.mark.real  # root trees hold gcc-built modules

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from devtools import kobuild, trust
 from devtools.hostbuilder import HostTree
 from devtools.trust import IMAGE_COMPRESSORS as COMPRESSORS
-from kzguard.errors import FactError
+from kzguard.base.errors import FactError
 from kzguard.facts import initramfs
 from kzguard.facts.initramfs import contains_module, image_for, list_members
 from kzguard.facts.mounts import root_dataset

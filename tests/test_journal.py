@@ -6,7 +6,7 @@ import sys
 import types
 import uuid
 
-from kzguard import journal
+from kzguard.base import journal
 
 
 def test_message_ids_are_distinct_uuids():

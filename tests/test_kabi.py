@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from devtools import kobuild, trust
 from devtools.hostbuilder import HostTree
 from devtools.kobuild import ToolchainError
-from kzguard.errors import FactError
+from kzguard.base.errors import FactError
 from kzguard.facts import kabi
 from kzguard.facts.kabi import (
     COMPATIBLE,

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kzguard.errors import UsageError
-from kzguard.kernelrelease import (
+from kzguard.base.errors import UsageError
+from kzguard.base.kernelrelease import (
     ReleaseError,
     parse_linux_version,
     parse_release,

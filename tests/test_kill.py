@@ -28,7 +28,7 @@ from kzguard.root import Root, Runner
 WORKER = """
 import sys
 from kzguard.actions import pin
-from kzguard import state
+from kzguard.actions import state
 from kzguard.root import Root, Runner
 root, prefix, start = Root(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 print("ready", flush=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kzguard import manpages
+from kzguard.cli import generate as manpages
 
 TOP = Path(__file__).resolve().parents[1]
 
@@ -17,7 +17,9 @@ TOP = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("rel", sorted(manpages.OUTPUTS))
 def test_committed_file_is_current(rel: str) -> None:
     committed = (TOP / rel).read_text(encoding="utf-8")
-    assert committed == manpages.OUTPUTS[rel](), f"{rel} is stale: run python -m kzguard.manpages"
+    assert committed == manpages.OUTPUTS[rel](), (
+        f"{rel} is stale: run python -m kzguard.cli.generate"
+    )
 
 
 def test_every_command_and_key_is_documented() -> None:

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from devtools.hostbuilder import HostTree
-from kzguard import __version__, state
+from kzguard import __version__
+from kzguard.actions import state
 from kzguard.root import Root, Runner
 from kzguard.service import metrics
 from kzguard.service.core import Core
@@ -257,7 +258,7 @@ def test_textfile_from_the_configuration_lands_in_the_root(root):
 
 
 def test_textfile_is_never_written_through_a_planted_link(root, core, tmp_path):
-    from kzguard.fileio import TMP_MARK, UnsafeDirectory
+    from kzguard.base.fileio import TMP_MARK, UnsafeDirectory
 
     victim = tmp_path / "root-only"
     victim.write_text("secret\n")

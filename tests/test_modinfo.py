@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from devtools import kobuild
 from devtools.kobuild import build_module, vermagic_for
-from kzguard.errors import FactError
+from kzguard.base.errors import FactError
 from kzguard.facts import modinfo
 from kzguard.facts.modinfo import (
     ModInfo,

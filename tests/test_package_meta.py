@@ -20,7 +20,7 @@ import pytest
 from devtools.hostbuilder import META_TEMPLATE, HostTree
 from kzguard.facts import package_meta
 from kzguard.facts.zfs import release_table
-from kzguard.gate import run_gate
+from kzguard.guard.gate import run_gate
 from kzguard.managers import apt, dnf, pacman
 from kzguard.root import Root
 from tests.scenarios import debian_dkms

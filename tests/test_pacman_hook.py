@@ -16,11 +16,11 @@ from typing import Optional
 import pytest
 
 from devtools.hostbuilder import HostTree
-from kzguard.decision import HOLD, Decision
-from kzguard.gate import hook_main, run_gate
+from kzguard.base.transaction import Transaction
+from kzguard.guard.gate import hook_main, run_gate
+from kzguard.judge.decision import HOLD, Decision
 from kzguard.managers import pacman
 from kzguard.root import Root, Runner
-from kzguard.transaction import Transaction
 from tests.tools import alpm_sections
 
 HOOK = Path(__file__).resolve().parent.parent / "hooks" / "pacman" / "05-kzguard-pre.hook"

@@ -10,16 +10,15 @@ import sys
 import pytest
 
 from devtools.hostbuilder import HostTree
-from kzguard import state
-from kzguard.actions import apt_hold, pin
+from kzguard.actions import apt_hold, pin, state
+from kzguard.base.transaction import Transaction
 from kzguard.config import Config
-from kzguard.decision import BLOCK, WARN, decide
 from kzguard.facts.host import gather
-from kzguard.gate import hook_main, run_gate
+from kzguard.guard.gate import hook_main, run_gate
+from kzguard.judge.decision import BLOCK, WARN, decide
+from kzguard.judge.policy import judge
 from kzguard.managers import dnf, pacman
-from kzguard.policy import judge
 from kzguard.root import Root, Runner
-from kzguard.transaction import Transaction
 from tests import scenarios as sc
 
 DEB_NEW = "6.12.9+bpo-amd64"
@@ -359,7 +358,7 @@ def test_twenty_racing_processes_lose_no_apt_pin(tmp_path):
 
 
 def test_a_corrupt_state_is_kept_aside_with_a_journal_warning_and_rebuilt(tmp_path, monkeypatch):
-    from kzguard import journal
+    from kzguard.base import journal
 
     sent = []
     monkeypatch.setattr(journal, "_journal_send", lambda: lambda **f: sent.append(f))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from kzguard.base.transaction import Transaction
 from kzguard.facts.host import gather
-from kzguard.policy import judge
+from kzguard.judge.policy import judge
 from kzguard.root import Root
-from kzguard.transaction import Transaction
 from tests import scenarios as sc
 
 pytestmark = pytest.mark.real  # modules are built with gcc

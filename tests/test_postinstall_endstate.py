@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from kzguard import inflight, postinstall, state
-from kzguard.actions import pin
-from kzguard.gate import run_gate
+from kzguard.actions import pin, state
+from kzguard.base.transaction import Transaction
+from kzguard.guard import inflight, postinstall
+from kzguard.guard.gate import run_gate
 from kzguard.managers import apt
 from kzguard.root import Root, Runner
-from kzguard.transaction import Transaction
 from tests.test_postinstall import NEW, OLD, BootRecorder, debian
 
 pytestmark = pytest.mark.real  # root trees hold gcc-built modules
@@ -58,7 +58,7 @@ def _waiting_child():
 
 def test_ancestors_and_the_manager_behind_a_shell():
     assert inflight.ancestors()[0].pid == os.getppid()
-    code = "from kzguard import inflight; print(inflight.manager_process().pid)"
+    code = "from kzguard.guard import inflight; print(inflight.manager_process().pid)"
     out = subprocess.run(
         ["sh", "-c", f'"$0" -c "{code}"; true', sys.executable],
         capture_output=True,
@@ -308,8 +308,8 @@ def test_a_manager_that_is_pid_1_is_found(tmp_path):
 def test_a_kernel_kzguard_cannot_read_is_still_a_target_of_the_end_check(tmp_path):
     """A queued kernel whose directory cannot be read (a link loop here) is checked, and so
     judged unknown, rather than dropped from the end check as if it had been removed."""
-    from kzguard import postinstall
     from kzguard.facts.kernels import installed_releases
+    from kzguard.guard import postinstall
     from kzguard.root import Root
 
     modules = tmp_path / "lib/modules"

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from kzguard.record import Factory, Record
+from kzguard.base.record import Factory, Record
 
 
 class Point(Record):
@@ -71,6 +71,6 @@ def test_required_field_after_default_is_refused():
 
 
 def test_importing_record_imports_no_dataclasses():
-    code = "import sys, kzguard.record; print('dataclasses' in sys.modules)"
+    code = "import sys, kzguard.base.record; print('dataclasses' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

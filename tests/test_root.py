@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from kzguard.errors import CommandError, FactError, UsageError
+from kzguard.base.errors import CommandError, FactError, UsageError
 from kzguard.root import Root, Runner
 
 

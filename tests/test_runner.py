@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from kzguard.errors import CommandError
+from kzguard.base.errors import CommandError
 from kzguard.root import Runner
 
 

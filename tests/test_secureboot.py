@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from devtools.hostbuilder import HostTree
 from devtools.trust import ATTRS, MOKVARS, OWNER, RT_ATTRS, KeyPair, efivar, make_cert, siglist
-from kzguard.errors import FactError
+from kzguard.base.errors import FactError
 from kzguard.facts.secureboot import (
     EFI_CERT_SHA256_GUID,
     EFI_CERT_X509_GUID,

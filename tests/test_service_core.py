@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from kzguard.gate import run_gate
+from kzguard.base.transaction import Transaction
+from kzguard.guard.gate import run_gate
 from kzguard.root import Root, Runner
 from kzguard.service.core import Core
-from kzguard.transaction import Transaction
 from tests import scenarios as sc
 
 pytestmark = pytest.mark.real  # gcc-built modules in the root trees

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from devtools import kobuild
 from devtools.kobuild import build_module, vermagic_for
 from devtools.trust import MAGIC, KeyPair, make_cert, sign_by_hand, sign_file
-from kzguard.errors import FactError
+from kzguard.base.errors import FactError
 from kzguard.facts.modinfo import decompress
 from kzguard.facts.secureboot import Certificate, enrolled_certificates
 from kzguard.facts.signature import (

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from kzguard import state
+from kzguard.actions import state
 from kzguard.root import Root
 
 
@@ -57,7 +57,7 @@ def test_events_are_bounded(tmp_path):
 
 WRITER = """
 import sys
-from kzguard import state
+from kzguard.actions import state
 from kzguard.root import Root
 root, name, count = Root(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 for i in range(count):

@@ -20,7 +20,7 @@ from devtools.kobuild import ToolchainError
 from devtools.trust import MAGIC, KeyPair, make_cert
 from kzguard.config import load_config
 from kzguard.facts.host import gather_for
-from kzguard.policy import KernelVerdict, Report, judge
+from kzguard.judge.policy import KernelVerdict, Report, judge
 from kzguard.root import Root
 from tests import scenarios as sc
 from tests.tools import need, run

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from devtools.hostbuilder import HostTree
+from kzguard.base.kernelrelease import parse_release
 from kzguard.facts.zfs import (
     TABLE_PATH,
     meta_source,
@@ -16,7 +17,6 @@ from kzguard.facts.zfs import (
     read_sources,
     release_table,
 )
-from kzguard.kernelrelease import parse_release
 from kzguard.root import Root
 
 

@@ -27,18 +27,18 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Optional
 
-from kzguard import journal
-from kzguard.errors import KzguardError
-from kzguard.fileio import replace_or_remove
-from kzguard.kernelrelease import try_parse_release
-from kzguard.record import Record
+from kzguard.base import journal
+from kzguard.base.errors import KzguardError
+from kzguard.base.fileio import replace_or_remove
+from kzguard.base.kernelrelease import try_parse_release
+from kzguard.base.record import Record
 
 if TYPE_CHECKING:
+    from kzguard.base.transaction import Transaction
     from kzguard.config import Config
-    from kzguard.decision import Decision
     from kzguard.facts.host import Host
+    from kzguard.judge.decision import Decision
     from kzguard.root import Root, Runner
-    from kzguard.transaction import Transaction
 
 PREFERENCES = "/etc/apt/preferences.d/kzguard"
 SERIES, KERNEL, ZFS, PIN = "series", "kernel", "zfs", "pin"
@@ -225,7 +225,7 @@ def render(pins: Iterable[Pin], foreign: Sequence[str] = ()) -> str:
 def add(root: Root, runner: Runner, pins: Sequence[Pin], *, record: bool = True) -> list[Pin]:
     """Write ``pins`` (those not there yet); record each in the state file first (unless
     ``record`` is false: the caller records and journals them itself)."""
-    from kzguard import state
+    from kzguard.actions import state
 
     with state.locked(root, dry_run=runner.dry_run) as st:
         current, foreign = read(root)
@@ -246,7 +246,7 @@ def add(root: Root, runner: Runner, pins: Sequence[Pin], *, record: bool = True)
 def remove(root: Root, runner: Runner, keys: Iterable[str], *, record: bool = True) -> list[Pin]:
     """Remove the pins with these keys; the file goes with the last stanza (``record``: as
     for :func:`add`)."""
-    from kzguard import state
+    from kzguard.actions import state
 
     wanted = set(keys)
     if not wanted:
@@ -314,9 +314,9 @@ def lift_unneeded(
 
 def needed(host: Host, config: Config, pin: Pin, tx: Transaction) -> bool:
     """Whether ``pin`` still keeps back something that would not load ZFS."""
-    from kzguard.policy import judge
-    from kzguard.reasons import SAFE
-    from kzguard.transaction import Transaction
+    from kzguard.base.transaction import Transaction
+    from kzguard.judge.policy import judge
+    from kzguard.judge.reasons import SAFE
 
     if pin.kind == ZFS:  # judge the kernels that stay against the pinned ZFS
         kernels = [k.release for k in host.installed if k.release not in tx.remove]

@@ -32,11 +32,11 @@ from __future__ import annotations
 
 import time
 
-from kzguard import journal
-from kzguard.errors import CommandError
+from kzguard.base import journal
+from kzguard.base.errors import CommandError
+from kzguard.base.record import Record
 from kzguard.facts import bootloader as bl
 from kzguard.facts import grub
-from kzguard.record import Record
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class BootChange(Record):
 
 def keep(root: Root, runner: Runner, release: str, *, reason: str) -> BootChange:
     """Make the entry that boots ``release`` the persistent boot default."""
-    from kzguard import state
+    from kzguard.actions import state
 
     boot = bl.read_boot(root, runner)
     target = _target(root, boot, runner)
@@ -115,7 +115,7 @@ def keep(root: Root, runner: Runner, release: str, *, reason: str) -> BootChange
 
 def release(root: Root, runner: Runner) -> BootChange:
     """Undo :func:`keep`: restore the recorded original default, then drop the record."""
-    from kzguard import state
+    from kzguard.actions import state
 
     with state.locked(root, dry_run=runner.dry_run) as st:
         record = dict(st.data.get("boot") or {})
@@ -323,7 +323,7 @@ class _SystemdBoot(_Target):
         ``created`` goes again when nothing else was written into it."""
         import os
 
-        from kzguard.fileio import remove_file, replace_file
+        from kzguard.base.fileio import remove_file, replace_file
 
         path = self.root.resolve(self.conf).as_posix()
         text = self.root.read_text_or(self.conf) or ""

@@ -30,7 +30,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
-from kzguard import journal
+from kzguard.base import journal
 from kzguard.managers.dnf5 import MANAGER, Dnf5Error
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ def locked(root: Root, runner: Runner) -> Iterator[Versionlock]:
     """The versionlock file loaded under kzguard's lock for it, held until the block's write
     is done: concurrent kzguard runs never lose each other's holds. Taken after the state
     lock when both are held, never before it."""
-    from kzguard.fileio import exclusive
+    from kzguard.base.fileio import exclusive
 
     if runner.dry_run and not root.is_dir(posixpath.dirname(LOCK)):
         yield Versionlock.load(root)
@@ -227,7 +227,7 @@ def _toml_loads(text: str) -> dict[str, Any]:
 
 def _write(root: Root, text: str) -> None:
     """Replace versionlock.toml atomically, or remove it when nothing is left in it."""
-    from kzguard.fileio import replace_or_remove
+    from kzguard.base.fileio import replace_or_remove
 
     path = root.resolve(VERSIONLOCK).as_posix()
     try:

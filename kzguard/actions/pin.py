@@ -26,14 +26,14 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
-from kzguard import journal
-from kzguard.record import Record
+from kzguard.base import journal
+from kzguard.base.record import Record
 
 if TYPE_CHECKING:
+    from kzguard.base.transaction import Transaction
     from kzguard.config import Config
     from kzguard.facts.host import Host
     from kzguard.root import Root, Runner
-    from kzguard.transaction import Transaction
 
 APT, DNF, DNF5, PACMAN = "apt", "dnf", "dnf5", "pacman"
 POST_INSTALL_REASON = "pinned by kzguard after a failed post-install check"
@@ -111,8 +111,8 @@ def from_state(data: Mapping[str, Any]) -> dict[str, PinInfo]:
 
 def current(root: Root) -> dict[str, PinInfo]:
     """The pins on ``root`` now (read without the lock, for display and quick checks)."""
-    from kzguard import state
-    from kzguard.errors import FactError
+    from kzguard.actions import state
+    from kzguard.base.errors import FactError
 
     try:
         if not root.exists(state.STATE_FILE):
@@ -143,7 +143,7 @@ def add(
     """Pin ``release``: the state file first, then each manager's own form. Returns the lines
     that say what was (or, under ``--dry-run``, would be) done. Pinning a pinned kernel keeps
     the pin as it is (an admin's stays an admin's) and only writes a missing manager form."""
-    from kzguard import state
+    from kzguard.actions import state
 
     reconcile(root, runner)  # an earlier run killed half-way is finished first
     managers = managers_in(root)
@@ -178,7 +178,7 @@ def add(
 
 def remove(root: Root, runner: Runner, release: str, *, why: str) -> list[str]:
     """Lift the pin on ``release`` everywhere it lives; ``why`` says who or what lifted it."""
-    from kzguard import state
+    from kzguard.actions import state
 
     reconcile(root, runner, adopt=False)  # an orphan stanza is what this removes
     verb = "would lift" if runner.dry_run else "lifted"
@@ -265,8 +265,7 @@ def reconcile(root: Root, runner: Runner, *, adopt: bool = True) -> list[str]:
     killed half-way) is adopted back into the state with ``adopt``: a pin is never dropped
     on a guess, and ``kzguard pin remove`` lifts it. dnf5 holds without a pin are the dnf5
     upkeep's (hold mode owns them)."""
-    from kzguard import state
-    from kzguard.actions import apt_hold
+    from kzguard.actions import apt_hold, state
 
     pins = current(root)
     managers = managers_in(root)
@@ -331,7 +330,7 @@ def lift_safe(
     candidates = [p for p in pins.values() if p.auto and (only is None or p.release in only)]
     if not candidates:
         return Lifted()
-    from kzguard.policy import judge
+    from kzguard.judge.policy import judge
 
     zfs_version = transaction.zfs_version if transaction else None
     report = judge(

@@ -15,10 +15,10 @@ import time
 from collections.abc import Sequence
 from typing import Optional
 
-from kzguard import journal
-from kzguard.errors import CommandError
+from kzguard.base import journal
+from kzguard.base.errors import CommandError
+from kzguard.base.record import Record
 from kzguard.facts.mounts import root_dataset
-from kzguard.record import Record
 from kzguard.root import Root, Runner
 
 PREFIX = "kzguard-"

@@ -1,7 +1,7 @@
 """Loading the file: read it through the root, compose it into YAML nodes, validate each key.
 
 ``yaml`` is imported only when there is text to parse; every problem becomes a
-:class:`~kzguard.errors.ConfigError` naming the file, the dotted key and the line.
+:class:`~kzguard.base.errors.ConfigError` naming the file, the dotted key and the line.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import functools
 import re
 from typing import TYPE_CHECKING, Any, Optional, Union
 
+from kzguard.base.errors import ConfigError, FactError
 from kzguard.config.model import Config, build
 from kzguard.config.nodes import Invalid, describe, kind_of, line_of, pairs, short, suggest, under
 from kzguard.config.schema import BY_NAME, SCHEMA, SECTIONS
-from kzguard.errors import ConfigError, FactError
 from kzguard.root import Root
 
 if TYPE_CHECKING:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Callable, Optional
 
+from kzguard.base.record import Record
 from kzguard.config.schema import BY_NAME, SCHEMA
 from kzguard.config.validators import RANGE_KEYS
-from kzguard.record import Record
 
 DEFAULTS_SOURCE = "defaults"
 

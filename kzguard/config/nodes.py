@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Callable, Union
 
-from kzguard.errors import ConfigError
+from kzguard.base.errors import ConfigError
 
 if TYPE_CHECKING:
     from yaml.nodes import Node

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Union
 
+from kzguard.base.record import Record
 from kzguard.config import validators
-from kzguard.record import Record
 
 if TYPE_CHECKING:
     from yaml.nodes import Node

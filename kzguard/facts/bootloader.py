@@ -23,10 +23,10 @@ Nothing here raises: what cannot be read becomes a ``problems`` line.
 
 from __future__ import annotations
 
-from kzguard.errors import CommandError, FactError
+from kzguard.base.errors import CommandError, FactError
+from kzguard.base.kernelrelease import sort_key, try_parse_release
+from kzguard.base.record import Record
 from kzguard.facts import grub
-from kzguard.kernelrelease import sort_key, try_parse_release
-from kzguard.record import Record
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:

@@ -22,9 +22,9 @@ from __future__ import annotations
 import posixpath
 from fnmatch import fnmatchcase
 
-from kzguard.errors import FactError
+from kzguard.base.errors import FactError
+from kzguard.base.record import Record
 from kzguard.facts.modinfo import COMPRESSION_SUFFIXES as MODULE_SUFFIXES
-from kzguard.record import Record
 from kzguard.root import Root
 
 TYPE_CHECKING = False

@@ -41,9 +41,9 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple, Optional
 
-from kzguard.errors import FactError
+from kzguard.base.errors import FactError
+from kzguard.base.record import Record
 from kzguard.facts.osrelease import OsRelease, read_os_release
-from kzguard.record import Record
 from kzguard.root import Root
 
 ADDED = "added"

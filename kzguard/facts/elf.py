@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from typing import Optional
 
-from kzguard.errors import FactError
+from kzguard.base.errors import FactError
 
 ELF_MAGIC = b"\x7fELF"
 SHF_COMPRESSED = 0x800

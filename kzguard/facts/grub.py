@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-from kzguard.errors import FactError
+from kzguard.base.errors import FactError
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from typing import Optional
 
 from kzguard import distros
+from kzguard.base.errors import FactError
+from kzguard.base.record import Record
 from kzguard.distros.base import DKMS, KMOD, NONE, PACKAGE, PREBUILT, Distro
-from kzguard.errors import FactError
 from kzguard.facts import dkms as dkms_facts
 from kzguard.facts.bootloader import BootState, read_boot
 from kzguard.facts.dkms import BROKEN
@@ -23,7 +24,6 @@ from kzguard.facts.secureboot import (
     secure_boot_state,
 )
 from kzguard.facts.zfs import ZfsSource, newest_first, read_sources
-from kzguard.record import Record
 from kzguard.root import Root
 
 TYPE_CHECKING = False

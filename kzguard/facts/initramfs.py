@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-from kzguard.errors import CommandError, FactError
+from kzguard.base.errors import CommandError, FactError
 from kzguard.root import Root, Runner
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import struct
 
-from kzguard.errors import FactError
+from kzguard.base.errors import FactError
+from kzguard.base.record import Record
 from kzguard.facts.elf import find_section
-from kzguard.record import Record
 from kzguard.root import Root
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import

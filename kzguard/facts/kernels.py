@@ -8,10 +8,10 @@ import posixpath
 from collections.abc import Iterable, Sequence
 from functools import partial
 
-from kzguard.errors import FactError
+from kzguard.base.errors import FactError
+from kzguard.base.record import Record
 from kzguard.facts.modinfo import COMPRESSION_SUFFIXES, ModInfo, load_module, read_modinfo
 from kzguard.facts.signature import read_trailer
-from kzguard.record import Record
 from kzguard.root import Root
 
 TYPE_CHECKING = False

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any, BinaryIO, Optional
 
-from kzguard.errors import CommandError, FactError
+from kzguard.base.errors import CommandError, FactError
+from kzguard.base.record import Record
 from kzguard.facts.elf import find_section
-from kzguard.record import Record
 from kzguard.root import Root, Runner
 
 COMPRESSION_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")

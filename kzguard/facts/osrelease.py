@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from typing import Optional
 
-from kzguard.record import Factory, Record
+from kzguard.base.record import Factory, Record
 from kzguard.root import Root
 
 OS_RELEASE_PATHS = ("/etc/os-release", "/usr/lib/os-release")

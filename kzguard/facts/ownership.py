@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import posixpath
 
-from kzguard.errors import FactError
-from kzguard.record import Record
+from kzguard.base.errors import FactError
+from kzguard.base.record import Record
 from kzguard.root import Root
 
 TYPE_CHECKING = False

@@ -30,7 +30,7 @@ import re
 import stat
 import struct
 
-from kzguard.errors import KzguardError
+from kzguard.base.errors import KzguardError
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:
@@ -302,7 +302,7 @@ def _unzstd_command(raw: IO[bytes], runner: Optional[Runner]) -> IO[bytes]:
     """``zstd -dc`` through the Runner (its output is held in memory: a smaller cap)."""
     import io
 
-    from kzguard.errors import CommandError
+    from kzguard.base.errors import CommandError
     from kzguard.root import Runner
 
     data = raw.read(MAX_ARCHIVE + 1)

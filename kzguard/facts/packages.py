@@ -15,8 +15,8 @@ import importlib
 from collections.abc import Collection, Iterator
 from typing import IO, Any, Optional
 
-from kzguard.errors import FactError
-from kzguard.record import Record
+from kzguard.base.errors import FactError
+from kzguard.base.record import Record
 from kzguard.root import Root
 
 # what any reader may raise on bad input; each manager module adds its parsers' errors

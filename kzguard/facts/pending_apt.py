@@ -16,10 +16,10 @@ from collections.abc import Collection, Iterable, Iterator
 from functools import cmp_to_key
 from typing import Optional
 
+from kzguard.base.record import Record
 from kzguard.facts.packages import ERRORS as _BASE_ERRORS
 from kzguard.facts.packages import PendingKernel, _open_stream, _problem
 from kzguard.facts.vercmp import dpkg_vercmp, split_dpkg_version
-from kzguard.record import Record
 from kzguard.root import Root
 
 ERRORS = (*_BASE_ERRORS, lzma.LZMAError, zlib.error)

@@ -15,11 +15,11 @@ from collections.abc import Collection, Iterator
 from typing import IO, Optional
 from xml.etree import ElementTree
 
-from kzguard.errors import FactError
+from kzguard.base.errors import FactError
+from kzguard.base.record import Record
 from kzguard.facts.packages import ERRORS as _BASE_ERRORS
 from kzguard.facts.packages import PendingKernel, _open_stream, _problem
 from kzguard.facts.vercmp import rpmvercmp
-from kzguard.record import Record
 from kzguard.root import Root
 
 ERRORS = (*_BASE_ERRORS, lzma.LZMAError, zlib.error, ElementTree.ParseError)

@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Collection
 from typing import Optional
 
-from kzguard.errors import FactError
+from kzguard.base.errors import FactError
 from kzguard.facts.packages import ERRORS as _BASE_ERRORS
 from kzguard.facts.packages import PendingKernel, _open_stream, _problem
 from kzguard.facts.vercmp import alpm_vercmp

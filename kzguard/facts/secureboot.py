@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import struct
 
-from kzguard.errors import FactError
-from kzguard.record import Record
+from kzguard.base.errors import FactError
+from kzguard.base.record import Record
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import struct
 
-from kzguard.errors import FactError
+from kzguard.base.errors import FactError
+from kzguard.base.record import Record
 from kzguard.facts.secureboot import format_name
-from kzguard.record import Record
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:

@@ -15,9 +15,9 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Optional
 
-from kzguard.errors import FactError
-from kzguard.kernelrelease import KernelRelease, parse_linux_version
-from kzguard.record import Record
+from kzguard.base.errors import FactError
+from kzguard.base.kernelrelease import KernelRelease, parse_linux_version
+from kzguard.base.record import Record
 from kzguard.root import Root
 
 SOURCE_GLOB = "/usr/src/zfs-*/META"

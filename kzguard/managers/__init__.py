@@ -2,10 +2,10 @@
 
 An adapter module ``kzguard.managers.<name>`` (``kzguard hook <name>`` imports it) provides:
 
-- ``read(stdin: TextIO) -> kzguard.gate.HookInput``: the transaction (kernel releases installed
-  and removed, ZFS packages touched and the ZFS version after it), the root the manager works on
-  when its protocol says so, and the command to suggest re-running. It must be fast and import
-  little: a transaction without kernels or ZFS ends right there.
+- ``read(stdin: TextIO) -> kzguard.guard.gate.HookInput``: the transaction (kernel releases
+  installed and removed, ZFS packages touched and the ZFS version after it), the root the
+  manager works on when its protocol says so, and the command to suggest re-running. It must
+  be fast and import little: a transaction without kernels or ZFS ends right there.
 - optionally ``hold(root, runner, decision, transaction) -> list[str]``: what to do when the
   policy is ``hold`` and the manager can only hold back a kernel for the *next* run (an APT
   preferences pin, a dnf5 versionlock condition); returns lines for the admin.

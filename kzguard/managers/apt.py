@@ -20,7 +20,7 @@ upgrade, ``>`` for a downgrade or a removal, ``=`` for a reinstall, and ``what``
 being unpacked, ``**CONFIGURE**`` or ``**REMOVE**`` (``**ERROR**`` when apt has no file).
 Version 2 is the same without the architecture and multi-arch columns.
 
-:func:`read` turns that into a :class:`~kzguard.transaction.Transaction`; it imports nothing
+:func:`read` turns that into a :class:`~kzguard.base.transaction.Transaction`; it imports nothing
 heavy until a kernel image or a ZFS package shows up. The root is dpkg's ``--root`` (or
 ``--instdir``) in ``DPkg::Options``, else apt's ``Dir``. On Ubuntu and Proxmox, where the zfs
 module ships prebuilt, a kernel image must come with the package that ships its module
@@ -32,7 +32,7 @@ stream names the file) gives the range the new ZFS is judged by
 
 When a ``DPkg::Post-Invoke`` entry runs ``kzguard hook post-transaction apt`` on the same
 root (:func:`final_check_of`), a transaction that goes ahead is recorded, so that the
-post-install hook only queues the kernels configured inside it (:mod:`kzguard.inflight`).
+post-install hook only queues the kernels configured inside it (:mod:`kzguard.guard.inflight`).
 
 Since apt has resolved the transaction before the hook runs, ``hold`` cannot drop the kernel
 from it: it refuses the run and pins the kernel's packages (:mod:`kzguard.actions.apt_hold`),
@@ -44,17 +44,17 @@ from __future__ import annotations
 
 import re
 
-from kzguard.errors import KzguardError
-from kzguard.gate import HookInput
-from kzguard.record import Record
-from kzguard.transaction import ZFS_PACKAGES, Transaction
+from kzguard.base.errors import KzguardError
+from kzguard.base.record import Record
+from kzguard.base.transaction import ZFS_PACKAGES, Transaction
+from kzguard.guard.gate import HookInput
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:
     from typing import Optional, TextIO
 
-    from kzguard.decision import Decision
     from kzguard.facts.zfs import ZfsSource
+    from kzguard.judge.decision import Decision
     from kzguard.root import Root, Runner
 
 MANAGER = "apt"
@@ -370,7 +370,7 @@ def _deb_lacks_zfs(deb: Optional[str], release: str, runner: Optional[Runner]) -
     """True when the .deb's file list is readable and has no zfs module for ``release``."""
     if deb is None:
         return False
-    from kzguard.errors import CommandError
+    from kzguard.base.errors import CommandError
     from kzguard.root import Runner
 
     try:

@@ -4,8 +4,8 @@ dnf calls the plugin's ``sack()`` once the repositories are loaded, ``resolved()
 goal is resolved, before anything is downloaded, ``pre_transaction()`` before rpm runs and
 ``transaction()`` once rpm is done. :func:`begin` (pre_transaction) records the transaction
 and :func:`finish` (transaction) takes the post-install verdict on its end state: the
-kernel-install plugin only queues the kernels it sees during it (:mod:`kzguard.inflight`).
-:func:`resolved` turns ``base.transaction`` into a :class:`~kzguard.transaction.Transaction`
+kernel-install plugin only queues the kernels it sees during it (:mod:`kzguard.guard.inflight`).
+:func:`resolved` turns ``base.transaction`` into a :class:`~kzguard.base.transaction.Transaction`
 and runs the gate on dnf's ``installroot``; the plugin raises ``dnf.exceptions.Error`` (the
 only exception dnf lets abort a run) when the answer is to refuse. :func:`sack_excludes` is
 hold mode: with ``on_unsupported_kernel: hold`` it judges the kernels the repositories offer
@@ -19,7 +19,7 @@ flavour), e.g. ``6.13.2-200.fc41.x86_64``. The ZFS version after the transaction
 version of the incoming ``zfs-dkms``, ``kmod-zfs``, ``zfs-kmod`` or ``zfs`` package.
 
 Everything here runs inside dnf's Python (3.9 on EL9): the path of a transaction without a
-kernel or ZFS package imports nothing beyond :mod:`kzguard.transaction`, and ``sack()``
+kernel or ZFS package imports nothing beyond :mod:`kzguard.base.transaction`, and ``sack()``
 outside hold mode reads the configuration file (for the word ``hold``) and the state file
 (for pins) without loading YAML. In hold mode it judges the offered kernels on every dnf
 command that loads the repositories, which costs what ``kzguard check`` costs.
@@ -31,8 +31,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
-from kzguard.record import Record
-from kzguard.transaction import ZFS_PACKAGES, Transaction
+from kzguard.base.record import Record
+from kzguard.base.transaction import ZFS_PACKAGES, Transaction
 
 if TYPE_CHECKING:
     from kzguard.config import Config
@@ -188,8 +188,8 @@ def resolved(
         if not tx.relevant:
             return Outcome(False)
         tx, waiting = with_archives(tx, transaction, downloaded=False)
-        from kzguard.decision import BLOCK, HOLD, WARN
-        from kzguard.gate import run_gate
+        from kzguard.guard.gate import run_gate
+        from kzguard.judge.decision import BLOCK, HOLD, WARN
         from kzguard.root import Root
 
         lifted: list[str] = []
@@ -202,7 +202,7 @@ def resolved(
             lifted_into=lifted,
         )
     except Exception as exc:  # noqa: BLE001 - any failure of kzguard itself meets on_error
-        from kzguard.gate import error_outcome
+        from kzguard.guard.gate import error_outcome
 
         refuse, message = error_outcome(MANAGER, exc, root_path, config_path)
         return Outcome(refuse, (f"kzguard: {message}",), warn=True)
@@ -272,8 +272,8 @@ def recheck(
         tx, _ = with_archives(from_dnf(transaction), transaction, downloaded=True)
         if not tx.zfs_sources:
             return Outcome(False, tx.notes and tuple(f"kzguard: {n}" for n in tx.notes))
-        from kzguard.decision import BLOCK, HOLD
-        from kzguard.gate import recheck as gate_recheck
+        from kzguard.guard.gate import recheck as gate_recheck
+        from kzguard.judge.decision import BLOCK, HOLD
         from kzguard.root import Root
 
         decision = gate_recheck(
@@ -285,7 +285,7 @@ def recheck(
             command=command_line(argv),
         )
     except Exception as exc:  # noqa: BLE001 - any failure of kzguard itself meets on_error
-        from kzguard.gate import error_outcome
+        from kzguard.guard.gate import error_outcome
 
         refuse, message = error_outcome(MANAGER, exc, root_path, config_path)
         return Outcome(refuse, (f"kzguard: {message}",), warn=True)
@@ -317,7 +317,8 @@ def begin(
         tx = from_dnf(transaction)
         if not tx.relevant:
             return []
-        from kzguard import inflight, state
+        from kzguard.actions import state
+        from kzguard.guard import inflight
         from kzguard.root import Root
 
         process = inflight.this_process()
@@ -353,8 +354,8 @@ def finish(
     import io
     import os
 
-    from kzguard import inflight
-    from kzguard.postinstall import finish_main
+    from kzguard.guard import inflight
+    from kzguard.guard.postinstall import finish_main
 
     env = os.environ if env is None else env
     buffer = io.StringIO()
@@ -416,11 +417,11 @@ def unsupported(
     less those an admin let through (``KZGUARD_ALLOW``, ``kzguard allow``)."""
     import os
 
-    from kzguard import state
+    from kzguard.actions import state
     from kzguard.facts.host import gather_for
-    from kzguard.gate import allowed_from_env
-    from kzguard.policy import judge
-    from kzguard.reasons import UNSAFE
+    from kzguard.guard.gate import allowed_from_env
+    from kzguard.judge.policy import judge
+    from kzguard.judge.reasons import UNSAFE
 
     host = host or gather_for(root, config)
     installed = {k.release for k in host.installed}
@@ -485,7 +486,7 @@ def hold_query(sack: Any, releases: Iterable[str]) -> Any:
 
 
 def _journal_held(held: Sequence[Held]) -> None:
-    from kzguard import journal
+    from kzguard.base import journal
 
     releases = [h.release for h in held]
     journal.event(

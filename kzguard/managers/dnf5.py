@@ -38,15 +38,15 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, Optional, TextIO
 
-from kzguard.errors import EXIT_USAGE, KzguardError
-from kzguard.gate import HookInput
+from kzguard.base.errors import EXIT_USAGE, KzguardError
+from kzguard.guard.gate import HookInput
 from kzguard.managers.dnf import Package, build_transaction
 
 if TYPE_CHECKING:
+    from kzguard.base.transaction import Transaction
     from kzguard.config import Config
-    from kzguard.decision import Decision
+    from kzguard.judge.decision import Decision
     from kzguard.root import Root, Runner
-    from kzguard.transaction import Transaction
 
 MANAGER = "dnf5"
 PROTOCOL = "kzguard-dnf5 1"
@@ -89,7 +89,7 @@ def read(stdin: TextIO) -> Dnf5Input:
     incoming: list[Package] = []
     outgoing: list[Package] = []
     first = True
-    from kzguard.transaction import stdin_lines
+    from kzguard.base.transaction import stdin_lines
 
     for number, raw in enumerate(stdin_lines(stdin), 1):
         line = raw.strip()
@@ -157,7 +157,7 @@ def maintain(
     """Keep kzguard's versionlock holds right, at ``repos_configured`` and ``post_transaction``.
 
     At ``post_transaction`` it first runs the final post-install check of the transaction
-    (:func:`kzguard.postinstall.finish_main`: the kernels kernel-install queued during it).
+    (:func:`kzguard.guard.postinstall.finish_main`: the kernels kernel-install queued during it).
     Holds still needed stay; those whose kernel is now supported, installed, let through by
     an admin, or no longer wanted by the policy are lifted, except the holds of pinned kernels
     (:mod:`kzguard.actions.pin` lifts those). Where dnf5 cannot refuse a
@@ -169,7 +169,7 @@ def maintain(
     if not isinstance(hook_input, Dnf5Input) or hook_input.hook not in UPKEEP_HOOKS:
         return []
     if hook_input.hook == "post_transaction":  # the end state: the final post-install check
-        from kzguard.postinstall import finish_main
+        from kzguard.guard.postinstall import finish_main
 
         finish_main(MANAGER, root_option=root_path, config_path=config_path, dry_run=runner.dry_run)
     from kzguard.actions.dnf5_hold import Versionlock, locked

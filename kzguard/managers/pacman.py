@@ -41,16 +41,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from kzguard.gate import HookInput
+from kzguard.base.transaction import ZFS_PACKAGES, Transaction
+from kzguard.guard.gate import HookInput
 from kzguard.root import Root
-from kzguard.transaction import ZFS_PACKAGES, Transaction
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:
     from typing import Optional, TextIO
 
-    from kzguard.decision import Decision
     from kzguard.facts.zfs import ZfsSource
+    from kzguard.judge.decision import Decision
     from kzguard.root import Runner
 
 MANAGER = "pacman"
@@ -65,7 +65,7 @@ _META = re.compile(r"usr/src/zfs-([^/\s]+)/META\Z")
 
 def read(stdin: TextIO, *, root: str = "/") -> HookInput:
     """The hook's targets on stdin -> the transaction; ``root`` is ``/`` inside pacman's chroot."""
-    from kzguard.transaction import stdin_lines
+    from kzguard.base.transaction import stdin_lines
 
     return HookInput(transaction(Root(root), stdin_lines(stdin)))
 

@@ -19,9 +19,9 @@ from contextlib import contextmanager
 import dbus
 import dbus.service
 
-from kzguard.errors import KzguardError
-from kzguard.kernelrelease import ReleaseError, parse_release
-from kzguard.report import to_json
+from kzguard.base.errors import KzguardError
+from kzguard.base.kernelrelease import ReleaseError, parse_release
+from kzguard.judge.report import to_json
 from kzguard.service import names
 
 TYPE_CHECKING = False
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any, Callable, Optional
 
-    from kzguard.policy import NextBoot
+    from kzguard.judge.policy import NextBoot
     from kzguard.service.core import Core, Snapshot
 
 log = logging.getLogger("kzguard.service.bus")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from kzguard.record import Record
+from kzguard.base.record import Record
 from kzguard.root import Root, Runner
 
 TYPE_CHECKING = False
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from typing import Callable, Optional
 
     from kzguard.config import Config
-    from kzguard.policy import Report
+    from kzguard.judge.policy import Report
 
 # What the watcher watches, in-root: kernels, modules, DKMS, bootloader, package metadata,
 # kzguard's own configuration and state. Missing ones are skipped.
@@ -88,7 +88,7 @@ class Core:
     def check(self) -> Snapshot:
         """Judge every installed and pending kernel again (a fresh Root: nothing cached)."""
         from kzguard.facts.host import gather_for
-        from kzguard.policy import judge
+        from kzguard.judge.policy import judge
 
         started = time.monotonic()
         root = Root(self.root.top)
@@ -104,8 +104,8 @@ class Core:
 
     def reload(self) -> Optional[str]:
         """Re-read the configuration; a bad one keeps the old and returns why."""
+        from kzguard.base.errors import ConfigError
         from kzguard.config import load_config
-        from kzguard.errors import ConfigError
 
         try:
             self.config = load_config(Root(self.root.top), self.config_path)
@@ -132,7 +132,7 @@ class Core:
     def boot_keep(self, release: str, who: str) -> str:
         """Keep the boot default on ``release``; a guard that cannot act is an error."""
         from kzguard.actions import boot
-        from kzguard.errors import KzguardError
+        from kzguard.base.errors import KzguardError
 
         change = boot.keep(self.root, self.runner, release, reason=f"kept by {who}")
         if change.failed:
@@ -163,7 +163,7 @@ class Core:
         """The last check before a shutdown or reboot: if the next boot is unsafe, move the
         default back to the last good kernel. Returns what was found and done."""
         from kzguard.actions import boot
-        from kzguard.postinstall import last_good
+        from kzguard.guard.postinstall import last_good
 
         report = self.check().report
         nb = report.next_boot
@@ -183,7 +183,7 @@ def _next(snapshot: Snapshot) -> Optional[tuple[str, bool]]:
 
 def _counters(root: Root) -> tuple[dict[str, int], Optional[float]]:
     """Refused transactions per manager and the last snapshot's time (state file counters)."""
-    from kzguard import state
+    from kzguard.actions import state
 
     counters = state.read(root).get("counters", {})
     blocked = {str(k): int(v) for k, v in dict(counters.get("blocked", {})).items()}

@@ -34,8 +34,8 @@ import gi
 gi.require_version("GLib", "2.0")
 from gi.repository import GLib  # noqa: E402
 
-from kzguard.errors import EXIT_SAFE, UsageError  # noqa: E402
-from kzguard.policy import INSTALLED, PENDING, RUNNING  # noqa: E402
+from kzguard.base.errors import EXIT_SAFE, UsageError  # noqa: E402
+from kzguard.judge.policy import INSTALLED, PENDING, RUNNING  # noqa: E402
 from kzguard.root import Root, Runner  # noqa: E402
 from kzguard.service.core import Core, Snapshot  # noqa: E402
 
@@ -325,7 +325,7 @@ class Daemon:
         metrics = self._metrics_module()
         if metrics is None or path == getattr(self, "_refused_textfile", None):
             return
-        from kzguard.fileio import UnsafeDirectory
+        from kzguard.base.fileio import UnsafeDirectory
 
         try:
             metrics.write_textfile(self.core, path)

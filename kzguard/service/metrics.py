@@ -33,8 +33,8 @@ from prometheus_client.exposition import generate_latest, make_wsgi_app
 from prometheus_client.registry import CollectorRegistry
 
 from kzguard import __version__
-from kzguard.policy import INSTALLED, PENDING, RUNNING
-from kzguard.reasons import SAFE, UNKNOWN, UNSAFE
+from kzguard.judge.policy import INSTALLED, PENDING, RUNNING
+from kzguard.judge.reasons import SAFE, UNKNOWN, UNSAFE
 from kzguard.root import Root
 
 TYPE_CHECKING = False
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
     from prometheus_client.metrics_core import Metric
 
-    from kzguard.policy import KernelVerdict, Report
+    from kzguard.judge.policy import KernelVerdict, Report
     from kzguard.service.core import Core, Snapshot
 
 MANAGERS = ("apt", "dnf", "dnf5", "pacman")
@@ -230,12 +230,12 @@ def exposition(core: Core) -> bytes:
 
 def write_textfile(core: Core, path: Optional[str] = None) -> str:
     """Write the metrics for node_exporter's textfile collector, atomically and never through
-    a link (:func:`kzguard.fileio.replace_bytes`; not client_python's ``write_to_textfile``,
+    a link (:func:`kzguard.base.fileio.replace_bytes`; not client_python's ``write_to_textfile``,
     whose predictable temp name a user of the collector directory could plant a link at).
     ``path`` is a host path; without it, ``metrics.textfile`` is taken inside the core's
     root. The directory must exist, and is refused (``UnsafeDirectory``) when another user
     can write it and it is not sticky and root's. Returns the host path written."""
-    from kzguard import fileio
+    from kzguard.base import fileio
 
     if path is None:
         inner = core.config.metrics.textfile

@@ -18,7 +18,7 @@ import os
 
 import dbus
 
-from kzguard import journal
+from kzguard.base import journal
 from kzguard.service import names
 
 TYPE_CHECKING = False

@@ -120,7 +120,9 @@ def test_file_list_and_hooks(built: Path) -> None:
     names = set(_run("bsdtar", "-tf", built).stdout.splitlines())
     for path in EXPECTED:
         assert path in names, path
-    assert any(n.endswith("/kzguard/cli.py") and n.startswith("usr/lib/python3") for n in names)
+    assert any(
+        n.endswith("/kzguard/cli/__init__.py") and n.startswith("usr/lib/python3") for n in names
+    )
     assert not [n for n in names if n.startswith("usr/local/") or "__pycache__" in n]
     assert not [n for n in names if n.endswith("direct_url.json")]
     for hook in HOOKS:

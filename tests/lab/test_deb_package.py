@@ -99,7 +99,7 @@ def test_package_puts_every_hook_in_its_place(deb):
         "/usr/share/dbus-1/system.d/org.kzguard.Guard1.conf": "-rw-r--r--",
         "/usr/share/polkit-1/actions/org.kzguard.policy": "-rw-r--r--",
         "/usr/bin/kzguard": "-rwxr-xr-x",
-        "/usr/lib/python3/dist-packages/kzguard/cli.py": "-rw-r--r--",
+        "/usr/lib/python3/dist-packages/kzguard/cli/__init__.py": "-rw-r--r--",
         "/usr/lib/python3/dist-packages/kzguard/data/openzfs-linux-ranges.tsv": "-rw-r--r--",
         "/usr/share/doc/kzguard/copyright": "-rw-r--r--",
         "/usr/share/doc/kzguard/README.Debian": "-rw-r--r--",

@@ -349,9 +349,9 @@ def fix_repo(dnf_lab) -> str:
 
 def _pinned_next(root: HostTree) -> None:
     """Kernel 6.12.10 installed, its module missing: the post-install check pinned it."""
-    from kzguard import postinstall
     from kzguard.actions import pin
     from kzguard.config import load_config
+    from kzguard.guard import postinstall
     from kzguard.root import Runner
 
     root.kernel(NEXT)

@@ -114,7 +114,7 @@ def test_the_package_installs_every_hook_in_its_place(rpm_package):
     } <= docs
     for module in (
         "__init__.py",
-        "cli.py",
+        "cli/__init__.py",
         "managers/dnf.py",
         "managers/dnf5.py",
         "data/openzfs-linux-ranges.tsv",

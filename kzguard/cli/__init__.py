@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from kzguard import __version__
-from kzguard.errors import (
+from kzguard.base.errors import (
     EXIT_INTERNAL,
     EXIT_SAFE,
     EXIT_UNSAFE,
@@ -26,7 +26,7 @@ TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:
     from typing import Optional
 
-    from kzguard.policy import Report
+    from kzguard.judge.policy import Report
 
 _ZFS_VERSION = re.compile(r"(zfs-)?\d+\.\d+(\.\d+)?(-rc\d+)?(-\d+)?\Z")
 
@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     daemon.set_defaults(func=cmd_daemon)
 
-    from kzguard import cli_boot  # kzguard boot show|keep|release
+    from kzguard.cli import boot as cli_boot  # kzguard boot show|keep|release
 
     cli_boot.add_parser(sub, common, _subparser)
     return parser
@@ -210,7 +210,7 @@ def _report(
 ) -> Report:
     from kzguard.config import load_config
     from kzguard.facts.host import gather_for
-    from kzguard.policy import judge
+    from kzguard.judge.policy import judge
     from kzguard.root import Root
 
     root = Root.open(args.root or "/")
@@ -226,7 +226,7 @@ def _report(
 
 
 def _emit(args: argparse.Namespace, report: Report, *, header: bool = True) -> int:
-    from kzguard import report as render
+    from kzguard.judge import report as render
 
     if args.json:
         sys.stdout.write(render.to_json(report))
@@ -245,7 +245,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     """Verify everything (signatures too, enforced or not) and explain each problem."""
     import json
 
-    from kzguard import doctor
+    from kzguard.judge import doctor
 
     report = _report(args, verify_signatures=True)
     advice = doctor.advise(report)
@@ -257,7 +257,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from kzguard.kernelrelease import parse_release
+    from kzguard.base.kernelrelease import parse_release
 
     for release in args.kernel:
         parse_release(release)
@@ -283,7 +283,7 @@ def cmd_hook(args: argparse.Namespace) -> int:
         return _post_transaction(args)
     if args.release or args.targets:
         raise UsageError(f"hook {args.manager} takes no release and no --targets")
-    from kzguard.gate import hook_main
+    from kzguard.guard.gate import hook_main
 
     adapter = importlib.import_module(f"kzguard.managers.{args.manager}")
     return hook_main(
@@ -300,7 +300,7 @@ def cmd_hook(args: argparse.Namespace) -> int:
 
 def _post_install(args: argparse.Namespace) -> int:
     """The post-install check of one kernel (or of pacman's targets on stdin)."""
-    from kzguard import postinstall
+    from kzguard.guard import postinstall
 
     if bool(args.release) == bool(args.targets):
         raise UsageError("hook post-install takes a kernel release or --targets (not both)")
@@ -315,7 +315,7 @@ def _post_install(args: argparse.Namespace) -> int:
 
 def _post_transaction(args: argparse.Namespace) -> int:
     """The final post-install check of the transaction that just ended."""
-    from kzguard import postinstall
+    from kzguard.guard import postinstall
 
     if args.release not in END_MANAGERS or args.targets:
         raise UsageError(
@@ -354,7 +354,7 @@ def cmd_pin_list(args: argparse.Namespace) -> int:
 
 def cmd_pin_add(args: argparse.Namespace) -> int:
     from kzguard.actions import pin
-    from kzguard.kernelrelease import parse_release
+    from kzguard.base.kernelrelease import parse_release
     from kzguard.root import Root, Runner
 
     parse_release(args.release)
@@ -381,8 +381,9 @@ def cmd_allow(args: argparse.Namespace) -> int:
     """Record, list or withdraw a one-shot override in the state file."""
     import time
 
-    from kzguard import journal, state
-    from kzguard.kernelrelease import parse_release
+    from kzguard.actions import state
+    from kzguard.base import journal
+    from kzguard.base.kernelrelease import parse_release
     from kzguard.root import Root
 
     root = Root.open(args.root or "/")
@@ -495,7 +496,7 @@ def _fast_post_transaction(argv: Sequence[str]) -> Optional[int]:
             rest.append(word)
     if len(rest) != 3 or rest[:2] != ["hook", POST_TRANSACTION] or rest[2] not in END_MANAGERS:
         return None
-    from kzguard import postinstall
+    from kzguard.guard import postinstall
 
     return postinstall.finish_main(
         rest[2],

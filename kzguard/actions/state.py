@@ -17,8 +17,8 @@ import time
 from collections.abc import Iterator
 from typing import Any, Optional
 
-from kzguard.errors import EXIT_USAGE, FactError, KzguardError
-from kzguard.fileio import replace_file
+from kzguard.base.errors import EXIT_USAGE, FactError, KzguardError
+from kzguard.base.fileio import replace_file
 from kzguard.root import Root
 
 STATE_DIR = "/var/lib/kzguard"
@@ -147,7 +147,7 @@ def _load(path: str, state: State, dry_run: bool) -> dict[str, Any]:
             except OSError as move:
                 raise StateError(f"{path} is corrupt and cannot be moved aside: {move}") from exc
         state.notes.append(f"{path} was corrupt ({exc}); kept as {aside}, starting afresh")
-        from kzguard import journal
+        from kzguard.base import journal
 
         journal.event("state-corrupt", state.notes[-1], priority=journal.WARNING)
         return empty()

@@ -16,8 +16,8 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from kzguard.errors import UsageError
-from kzguard.record import Record
+from kzguard.base.errors import UsageError
+from kzguard.base.record import Record
 
 _ALLOWED = re.compile(r"[A-Za-z0-9._+~-]{1,200}\Z")
 _UPSTREAM = re.compile(r"(\d{1,4})\.(\d{1,4})(?:\.(\d{1,6}))?(?![\d])")

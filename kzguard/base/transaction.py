@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kzguard.record import Record
+from kzguard.base.record import Record
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:

@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Optional
 
+from kzguard.base.errors import EXIT_SAFE, EXIT_UNSAFE
+from kzguard.base.kernelrelease import KernelRelease, sort_key, try_parse_release
+from kzguard.base.record import Record
+from kzguard.base.transaction import Transaction
 from kzguard.distros.base import DKMS, NONE, PREBUILT
-from kzguard.errors import EXIT_SAFE, EXIT_UNSAFE
 from kzguard.facts import dkms as dkms_facts
 from kzguard.facts.host import ZFS_MODULES, Host
 from kzguard.facts.kernels import InstalledKernel, ModuleFile
 from kzguard.facts.zfs import LinuxRange, newest_first, normalize_version, range_for
-from kzguard.kernelrelease import KernelRelease, sort_key, try_parse_release
-from kzguard.reasons import SAFE, Reason, verdict_of
-from kzguard.record import Record
-from kzguard.transaction import Transaction
+from kzguard.judge.reasons import SAFE, Reason, verdict_of
 
 RUNNING, INSTALLED, PENDING, TRANSACTION, REQUESTED = (
     "running",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import signal
 import time
 
-from kzguard.errors import KzguardError
+from kzguard.base.errors import KzguardError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

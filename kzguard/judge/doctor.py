@@ -7,17 +7,17 @@ distro. ``kzguard doctor`` prints them; ``kzguard status`` lists the commands.
 
 from __future__ import annotations
 
+from kzguard.base.record import Record
 from kzguard.distros.base import DKMS, KMOD, PREBUILT
-from kzguard.reasons import SAFE
-from kzguard.record import Record
+from kzguard.judge.reasons import SAFE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable, Optional
 
     from kzguard.distros.base import Distro
-    from kzguard.policy import KernelVerdict, Report
-    from kzguard.reasons import Reason
+    from kzguard.judge.policy import KernelVerdict, Report
+    from kzguard.judge.reasons import Reason
 
 
 class Advice(Record):

@@ -1,5 +1,5 @@
 """``kzguard boot show|keep|release``: argument parsing and output; the work is in
-:mod:`kzguard.facts.bootloader` (reading), :mod:`kzguard.policy` (judging) and
+:mod:`kzguard.facts.bootloader` (reading), :mod:`kzguard.judge.policy` (judging) and
 :mod:`kzguard.actions.boot` (the only code that changes the boot default).
 
 Exit codes: ``show`` 0 when it reported; ``keep`` 0 when the default is kept, 1 when the
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from kzguard.errors import EXIT_SAFE, EXIT_UNSAFE, UsageError
+from kzguard.base.errors import EXIT_SAFE, EXIT_UNSAFE, UsageError
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from kzguard.actions.boot import BootChange
     from kzguard.facts.bootloader import BootEntry, BootState
-    from kzguard.policy import KernelVerdict
+    from kzguard.judge.policy import KernelVerdict
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser, parser_class: Any) -> None:
@@ -58,7 +58,7 @@ def _facts(args: argparse.Namespace, kernels: list[str]) -> tuple[Any, BootState
     from kzguard.config import load_config
     from kzguard.facts.bootloader import read_boot
     from kzguard.facts.host import gather_for
-    from kzguard.policy import judge
+    from kzguard.judge.policy import judge
     from kzguard.root import Root
 
     root = Root.open(args.root or "/")
@@ -81,7 +81,7 @@ def _facts(args: argparse.Namespace, kernels: list[str]) -> tuple[Any, BootState
 def cmd_show(args: argparse.Namespace) -> int:
     import json
 
-    from kzguard import state
+    from kzguard.actions import state
 
     root, boot, verdicts = _facts(args, [])
     guard = state.read(root).get("boot") or None
@@ -103,7 +103,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_keep(args: argparse.Namespace) -> int:
     from kzguard.actions import boot as guard
-    from kzguard.kernelrelease import parse_release
+    from kzguard.base.kernelrelease import parse_release
     from kzguard.root import Runner
 
     parse_release(args.release)

@@ -1,6 +1,6 @@
 """What a package-manager hook does with a judged transaction: pure, from verdicts and policy.
 
-Each kernel the transaction installs is judged (:func:`kzguard.policy.judge`); when the
+Each kernel the transaction installs is judged (:func:`kzguard.judge.policy.judge`); when the
 transaction changes ZFS, every kernel that stays installed is judged against the new ZFS too.
 An ``unsafe`` kernel gets ``on_unsupported_kernel`` (block, hold or warn), an ``unknown`` one
 ``on_unknown`` (block or warn); an admin's one-shot override lets a named kernel through.
@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-from kzguard.reasons import SAFE, UNSAFE
-from kzguard.record import Record
+from kzguard.base.record import Record
+from kzguard.judge.reasons import SAFE, UNSAFE
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:  # the policy (and the facts it imports) loads only when a hook judges
     from typing import Optional
 
-    from kzguard.policy import KernelVerdict, Report
+    from kzguard.judge.policy import KernelVerdict, Report
 
 ALLOW, WARN, HOLD, BLOCK = "allow", "warn", "hold", "block"
 _RANK = {ALLOW: 0, WARN: 1, HOLD: 2, BLOCK: 3}
@@ -54,7 +54,7 @@ class Decision(Record):
 def concerned(report: Report) -> list[KernelVerdict]:
     """The verdicts a transaction answers for: its kernels, and with a ZFS change every kernel
     that stays installed."""
-    from kzguard.policy import INSTALLED, TRANSACTION
+    from kzguard.judge.policy import INSTALLED, TRANSACTION
 
     zfs_change = report.transaction is not None and report.transaction.zfs_version is not None
     return [

@@ -17,22 +17,22 @@ import sys
 import time
 from collections.abc import Mapping
 
-from kzguard import journal
-from kzguard.decision import ALLOW, BLOCK, HOLD, WARN, Decision
-from kzguard.record import Record
+from kzguard.base import journal
+from kzguard.base.record import Record
+from kzguard.base.transaction import Transaction
+from kzguard.judge.decision import ALLOW, BLOCK, HOLD, WARN, Decision
 from kzguard.root import Root, Runner
-from kzguard.transaction import Transaction
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:
     from typing import Callable, Optional, TextIO
 
     from kzguard.actions.pin import Lifted
+    from kzguard.actions.state import State
+    from kzguard.base.deadline import Overall
     from kzguard.config import Config
-    from kzguard.deadline import Overall
     from kzguard.facts.host import Host
-    from kzguard.inflight import Process
-    from kzguard.state import State
+    from kzguard.guard.inflight import Process
 
 ALLOW_ENV = "KZGUARD_ALLOW"
 EXIT_REFUSE = 1
@@ -46,7 +46,7 @@ class HookInput(Record):
     command: str = ""
     # the manager runs ``kzguard hook post-transaction`` (or the like) on this root at the end,
     # so a transaction that goes ahead is recorded and the post-install hooks inside it only
-    # queue their kernels (kzguard.inflight)
+    # queue their kernels (kzguard.guard.inflight)
     final_check: bool = False
 
 
@@ -74,11 +74,11 @@ def run_gate(
     ``lifted_into`` receives the kernels whose pins were lifted (the dnf plugin records them
     at ``pre_transaction``, for the end hook to check again).
     """
-    from kzguard import state
+    from kzguard.actions import state
     from kzguard.config import load_config
-    from kzguard.decision import decide
     from kzguard.facts.host import gather_for
-    from kzguard.policy import judge
+    from kzguard.judge.decision import decide
+    from kzguard.judge.policy import judge
 
     runner = runner or Runner()
     env = os.environ if env is None else env
@@ -121,7 +121,7 @@ def run_gate(
             decision = _snapshot(root, runner, config, transaction, decision, st)
         _record(st, transaction, decision)
         if in_flight is not None and decision.action in (ALLOW, WARN):
-            from kzguard import inflight
+            from kzguard.guard import inflight
 
             inflight.begin(
                 st.data,
@@ -153,11 +153,11 @@ def recheck(
     override used up): the dnf plugin's second look at ``pre_transaction``, once the package
     files are downloaded and their META can be read. ``allowed`` are the kernels the first
     decision let through by an admin's override."""
-    from kzguard import state
+    from kzguard.actions import state
     from kzguard.config import load_config
-    from kzguard.decision import decide
     from kzguard.facts.host import gather_for
-    from kzguard.policy import judge
+    from kzguard.judge.decision import decide
+    from kzguard.judge.policy import judge
 
     env = os.environ if env is None else env
     config = load_config(root, config_path)
@@ -180,8 +180,7 @@ def _lift_pins(
 ) -> Lifted:
     """Lift kzguard's pins on kernels now safe with the ZFS the transaction leaves (one
     ``stat`` when nothing is pinned)."""
-    from kzguard import state
-    from kzguard.actions import pin
+    from kzguard.actions import pin, state
 
     if not state.read(root)["pins"]:  # read() is empty for a missing, corrupt or looping file
         return pin.Lifted()
@@ -247,7 +246,7 @@ def _record(st: State, transaction: Transaction, decision: Decision) -> None:
     message = f"{transaction.manager}: {decision.action} {', '.join(kernels) or 'transaction'}"
     st.event(kind, message, manager=transaction.manager, kernels=kernels)
     if decision.action == BLOCK:
-        from kzguard import state
+        from kzguard.actions import state
 
         state.count_blocked(st.data, transaction.manager)
     priority = journal.WARNING if decision.action == WARN else journal.ERROR
@@ -273,7 +272,7 @@ def hook_main(
     every invocation, before a transaction without kernels or ZFS ends the hook, so it must
     return at once when it has nothing to do; its lines are shown to the admin.
     """
-    from kzguard.deadline import overall
+    from kzguard.base.deadline import overall
 
     root_path = root_option or "/"
     try:
@@ -310,7 +309,7 @@ def _hook(
         root = Root.open(root_path)
         in_flight = None
         if hook_input.final_check:
-            from kzguard.inflight import manager_process
+            from kzguard.guard.inflight import manager_process
 
             in_flight = manager_process()
         decision = run_gate(

@@ -25,18 +25,18 @@ import os
 import re
 import sys
 
-from kzguard.errors import KzguardError
-from kzguard.record import Record
+from kzguard.base.errors import KzguardError
+from kzguard.base.record import Record
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
     from typing import Optional, TextIO
 
+    from kzguard.base.deadline import Overall
     from kzguard.config import Config
-    from kzguard.deadline import Overall
     from kzguard.facts.host import Host
-    from kzguard.policy import KernelVerdict, Report
+    from kzguard.judge.policy import KernelVerdict, Report
     from kzguard.root import Root, Runner
 
 MANAGER = "post-install"
@@ -46,7 +46,7 @@ KEEP, WARN, FAIL = "keep-default", "warn", "fail"
 EXIT_FAIL = 1
 _VMLINUZ = re.compile(r"/?usr/lib/modules/([^/\s]+)/vmlinuz\Z")
 _META = re.compile(r"/?usr/src/zfs-[^/\s]+/META\Z")
-_STATE_FILE = "/var/lib/kzguard/state.json"  # kzguard.state.STATE_FILE, not imported for it
+_STATE_FILE = "/var/lib/kzguard/state.json"  # kzguard.actions.state.STATE_FILE, not imported for it
 
 
 class PostInstallError(KzguardError):
@@ -70,7 +70,7 @@ class Outcome(Record):
 def _judge(root: Root, release: str, config: Config) -> tuple[Host, Report]:
     """The host and the report on ``release`` (first) and every other installed kernel."""
     from kzguard.facts.host import gather_for
-    from kzguard.policy import judge
+    from kzguard.judge.policy import judge
 
     host = gather_for(root, config)
     if host.installed_kernel(release) is None:
@@ -101,9 +101,9 @@ def check(root: Root, release: str, *, config: Config, runner: Runner) -> Outcom
 def _passed(
     root: Root, runner: Runner, host: Host, config: Config, report: Report, release: str
 ) -> Outcome:
-    from kzguard import journal, state
-    from kzguard.actions import pin
-    from kzguard.kernelrelease import sort_key
+    from kzguard.actions import pin, state
+    from kzguard.base import journal
+    from kzguard.base.kernelrelease import sort_key
 
     safe = [k.release for k in report.kernels if k.safe]
     newest = max(safe, key=sort_key)
@@ -128,8 +128,8 @@ def _passed(
 
 
 def _failed(root: Root, runner: Runner, config: Config, report: Report, release: str) -> Outcome:
-    from kzguard import journal, state
-    from kzguard.actions import pin
+    from kzguard.actions import pin, state
+    from kzguard.base import journal
 
     verdict = next(k for k in report.kernels if k.release == release)
     codes = list(dict.fromkeys(r.code for r in verdict.reasons))
@@ -172,8 +172,8 @@ def last_good(root: Root, report: Report, failed: str) -> Optional[str]:
     """The kernel to keep the boot default on: the recorded last good kernel if it is still
     installed and safe, else the newest installed kernel judged safe now (the running one
     among them)."""
-    from kzguard import state
-    from kzguard.kernelrelease import sort_key
+    from kzguard.actions import state
+    from kzguard.base.kernelrelease import sort_key
 
     safe = [k.release for k in report.kernels if k.safe and k.release != failed]
     recorded = state.read(root).get("last_good")
@@ -217,8 +217,7 @@ def _release_guard(root: Root, runner: Runner, lifted: Sequence[str]) -> list[st
     """The kernels the post-install check kept the boot default away from pass now: once no
     kernel kzguard pinned is left, restore the default the guard replaced
     (:func:`kzguard.actions.boot.release`). A guard an admin set by hand stays."""
-    from kzguard import state
-    from kzguard.actions import pin
+    from kzguard.actions import pin, state
 
     record = state.read(root).get("boot") or {}
     if not record.get("loader") or GUARD_REASON not in str(record.get("reason", "")):
@@ -233,7 +232,7 @@ def _release_guard(root: Root, runner: Runner, lifted: Sequence[str]) -> list[st
 
 
 def _advice(report: Report, verdict: KernelVerdict, *, pinned: bool) -> list[str]:
-    from kzguard import doctor
+    from kzguard.judge import doctor
 
     commands: list[str] = []
     for item in doctor.advise(report._replace(kernels=(verdict,))):
@@ -294,12 +293,12 @@ def hook_main(
 ) -> int:
     """Check each kernel and print what was found and done; the exit code for the hook.
 
-    Inside a transaction kzguard recorded (:mod:`kzguard.inflight`) a kernel is only queued
+    Inside a transaction kzguard recorded (:mod:`kzguard.guard.inflight`) a kernel is only queued
     for the end-of-transaction check and judged provisionally, changing nothing. A stale
     record is cleared and the kernels it queued are checked now, with this one. The whole
-    hook runs within ``hook_timeout`` (:mod:`kzguard.deadline`).
+    hook runs within ``hook_timeout`` (:mod:`kzguard.base.deadline`).
     """
-    from kzguard.deadline import overall
+    from kzguard.base.deadline import overall
 
     out = out or sys.stderr
     try:
@@ -395,7 +394,8 @@ def _queue_if_inside(
 ) -> tuple[Optional[str], list[str]]:
     """Queue ``release`` when this hook runs inside a recorded transaction: that manager's
     name; else ``None`` and the kernels a stale record had queued (the record is cleared)."""
-    from kzguard import inflight, state
+    from kzguard.actions import state
+    from kzguard.guard import inflight
 
     if inflight.record_of(state.read(root)) is None:  # empty for a missing or broken file
         return None, []
@@ -470,7 +470,8 @@ def finish_main(
         root = Root(root_path)
         if not _may_hold_a_record(root):
             return 0  # the usual apt run: one read, no JSON, no state module
-        from kzguard import inflight, state
+        from kzguard.actions import state
+        from kzguard.guard import inflight
 
         record = inflight.record_of(state.read(root))
         if record is None:
@@ -489,7 +490,7 @@ def finish_main(
 
 def _may_hold_a_record(root: Root) -> bool:
     """Whether the state file may hold a transaction record (its key is in the text)."""
-    from kzguard.errors import FactError
+    from kzguard.base.errors import FactError
 
     try:
         return b'"transaction"' in root.read_bytes(_STATE_FILE)  # a FIFO is refused, not waited on
@@ -509,7 +510,7 @@ def finish(
 ) -> int:
     """Judge, on the transaction's end state, every kernel it queued and every installed kernel
     kzguard pinned (a new ZFS may have fixed it); then clear the record."""
-    from kzguard import inflight
+    from kzguard.guard import inflight
 
     root_path = root.top
     manager = str(record.get("manager") or "the package manager")
@@ -544,8 +545,7 @@ def _kernels_present(root: Root) -> set[str]:
 
 def _end_targets(root: Root, queued: Sequence[str]) -> tuple[list[str], list[str]]:
     """The queued kernels still installed, and the installed kernels kzguard pinned."""
-    from kzguard import state
-    from kzguard.actions import pin
+    from kzguard.actions import pin, state
 
     installed = _kernels_present(root)
     releases = [r for r in dict.fromkeys(queued) if r in installed]
@@ -589,7 +589,8 @@ def _recheck_pinned(
 
 def _clear(root: Root, record: Mapping[str, object], runner: Runner) -> None:
     """Remove the record, unless a newer transaction has replaced it meanwhile."""
-    from kzguard import inflight, state
+    from kzguard.actions import state
+    from kzguard.guard import inflight
 
     with state.locked(root, dry_run=runner.dry_run) as st:
         current = inflight.record_of(st.data)
@@ -601,7 +602,7 @@ def _clear(root: Root, record: Mapping[str, object], runner: Runner) -> None:
 def _on_error(
     exc: Exception, root_path: str, config_path: Optional[str], release: Optional[str], out: TextIO
 ) -> int:
-    from kzguard.gate import error_outcome
+    from kzguard.guard.gate import error_outcome
 
     what = f"kernel {release}" if release else "the new kernel"
     check = f"`kzguard check --kernel {release}`" if release else "`kzguard check`"

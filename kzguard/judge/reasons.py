@@ -7,7 +7,7 @@ if any reason is unknown, else ``safe``.
 
 from __future__ import annotations
 
-from kzguard.record import Factory, Record
+from kzguard.base.record import Factory, Record
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""Render a :class:`~kzguard.policy.Report` for people (a table and what to do) or as JSON."""
+"""Render a :class:`~kzguard.judge.policy.Report` for people (a table and what to do) or as JSON."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import json
 from collections.abc import Sequence
 
 from kzguard.distros.base import DKMS, KMOD, NONE, PACKAGE, PREBUILT
-from kzguard.doctor import Advice, advise
 from kzguard.facts.zfs import normalize_version
-from kzguard.policy import KernelVerdict, Report
-from kzguard.reasons import SAFE
+from kzguard.judge.doctor import Advice, advise
+from kzguard.judge.policy import KernelVerdict, Report
+from kzguard.judge.reasons import SAFE
 
 DELIVERY_LABELS = {
     DKMS: "DKMS",
