@@ -20,7 +20,7 @@ def remove_manager_config(root: Root, runner: Runner) -> list[str]:
         gone = apt_hold.remove(root, runner, [p.key for p in pins], record=False)
         verb = "would remove" if runner.dry_run else "removed"
         lines += [f"{verb} APT pin {p.key} ({apt_hold.PREFERENCES})" for p in gone]
-    from kzguard.managers.dnf5 import Dnf5Error
+    from kzguard.base.errors import Dnf5Error
 
     try:
         with dnf5_hold.locked(root, runner) as lock:

@@ -31,11 +31,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
 from kzguard.base import journal
-from kzguard.managers.dnf5 import MANAGER, Dnf5Error
+from kzguard.base.errors import Dnf5Error
 
 if TYPE_CHECKING:
     from kzguard.root import Root, Runner
 
+MANAGER = "dnf5"  # the name its journal events carry
 VERSIONLOCK = "/etc/dnf/versionlock.toml"
 MARK = "kzguard:"
 _HOLDS = re.compile(r"kzguard: holds (?P<releases>[^()]*?)(?: \(|\Z)")
@@ -108,7 +109,7 @@ class Versionlock:
 
     def write(self, root: Root, runner: Runner, releases: Sequence[str]) -> list[str]:
         """Replace kzguard's entries with holds on ``releases``; the lines say what changed."""
-        from kzguard.managers.dnf import hold_names, split_release
+        from kzguard.base.rpmnames import hold_names, split_release
 
         before = set(self.held())
         text = self._without_ours()

@@ -79,3 +79,11 @@ class CommandError(KzguardError):
         detail = reason or (stderr.strip().splitlines() or [""])[-1]
         status = "not run" if returncode is None else f"exit {returncode}"
         super().__init__(f"{' '.join(self.argv)}: {status}" + (f": {detail}" if detail else ""))
+
+
+class Dnf5Error(KzguardError):
+    """The stream from the actions file or the versionlock file is not what kzguard expects
+    (bad input, exit 2; a hook meets it through ``on_error``)."""
+
+    name = "dnf5"
+    exit_code = EXIT_USAGE

@@ -12,7 +12,7 @@ import re
 import sys
 from collections.abc import Sequence
 
-from kzguard import __version__
+from kzguard import __version__, managers
 from kzguard.base.errors import (
     EXIT_INTERNAL,
     EXIT_SAFE,
@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hook.add_argument(
         "manager",
-        choices=(*HOOK_MANAGERS, POST_INSTALL, POST_TRANSACTION),
+        choices=(*managers.STDIN_HOOKS, POST_INSTALL, POST_TRANSACTION),
         help="the manager calling",
     )
     hook.add_argument(
@@ -267,10 +267,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     return _emit(args, report, header=not args.kernel)
 
 
-HOOK_MANAGERS = ("apt", "pacman", "dnf5")
 POST_INSTALL = "post-install"
 POST_TRANSACTION = "post-transaction"  # apt's DPkg::Post-Invoke: the end-state check
-END_MANAGERS = ("apt", "dnf", "dnf5")
 
 
 def cmd_hook(args: argparse.Namespace) -> int:
@@ -317,10 +315,10 @@ def _post_transaction(args: argparse.Namespace) -> int:
     """The final post-install check of the transaction that just ended."""
     from kzguard.guard import postinstall
 
-    if args.release not in END_MANAGERS or args.targets:
+    if args.release not in managers.END_CHECKS or args.targets:
         raise UsageError(
             f"hook post-transaction takes the manager whose transaction ended "
-            f"({', '.join(END_MANAGERS)}), not {args.release!r}"
+            f"({', '.join(managers.END_CHECKS)}), not {args.release!r}"
         )
     return postinstall.finish_main(
         args.release, root_option=args.root, config_path=args.config, dry_run=args.dry_run
@@ -494,7 +492,9 @@ def _fast_post_transaction(argv: Sequence[str]) -> Optional[int]:
             options[word] = True
         else:
             rest.append(word)
-    if len(rest) != 3 or rest[:2] != ["hook", POST_TRANSACTION] or rest[2] not in END_MANAGERS:
+    if len(rest) != 3 or rest[:2] != ["hook", POST_TRANSACTION]:
+        return None
+    if rest[2] not in managers.END_CHECKS:
         return None
     from kzguard.guard import postinstall
 

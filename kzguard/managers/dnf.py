@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
 from kzguard.base.record import Record
+from kzguard.base.rpmnames import hold_names, kernel_release, split_release
 from kzguard.base.transaction import ZFS_PACKAGES, Transaction
 
 if TYPE_CHECKING:
@@ -40,20 +41,9 @@ if TYPE_CHECKING:
     from kzguard.root import Root
 
 MANAGER = "dnf"
-FLAVOURS = ("debug", "rt", "rt-debug", "64k", "64k-debug", "16k", "16k-debug")
-_KERNEL_NAME = re.compile(
-    r"kernel(?:-(?P<flavour>"
-    + "|".join(re.escape(f) for f in sorted(FLAVOURS, key=len)[::-1])
-    + r"))?(?:-(?P<part>core|modules(?:-[a-z0-9-]+)?|devel(?:-matched)?))?\Z"
-)
-# the packages a held kernel release is kept out by (per flavour prefix)
-_HOLD_PARTS = ("", "-core", "-modules*", "-devel*")
 _ZFS_SOURCE_PACKAGE = "zfs-dkms"  # ships /usr/src/zfs-<version>/META
 # which incoming package tells the ZFS version after the transaction, most telling first
 _ZFS_VERSION_FROM = ("zfs-dkms", "kmod-zfs", "zfs-kmod", "zfs")
-_RELEASE = re.compile(
-    r"(?P<version>[^-]+)-(?P<release>.+)\.(?P<arch>[^.+]+)(?:\+(?P<flavour>.+))?\Z"
-)
 # kzguard.config.load.DEFAULT_PATH, not imported here: sack() runs on every dnf command
 CONFIG_FILE = "/etc/kzguard/kzguard.yaml"
 # "hold" as a word in a configuration file: the cheap test before loading YAML on every dnf run
@@ -87,29 +77,6 @@ class Held(Record):
 
     release: str
     why: str
-
-
-def kernel_release(name: str, version: str, release: str, arch: str) -> Optional[str]:
-    """The ``uname -r`` of the kernel a package belongs to, or ``None`` if it is no kernel."""
-    match = _KERNEL_NAME.match(name)
-    if match is None:
-        return None
-    flavour = match.group("flavour")
-    return f"{version}-{release}.{arch}" + (f"+{flavour}" if flavour else "")
-
-
-def split_release(release: str) -> Optional[tuple[str, str, str, str]]:
-    """``(version, release, arch, flavour)`` of a kernel release made by :func:`kernel_release`."""
-    match = _RELEASE.match(release)
-    if match is None:
-        return None
-    return (match["version"], match["release"], match["arch"], match["flavour"] or "")
-
-
-def hold_names(flavour: str = "") -> tuple[str, ...]:
-    """Name globs of a kernel's packages: ``kernel``, ``kernel-core``, ``kernel-modules*``..."""
-    base = f"kernel-{flavour}" if flavour else "kernel"
-    return tuple(base + part for part in _HOLD_PARTS)
 
 
 def build_transaction(

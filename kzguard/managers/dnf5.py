@@ -38,7 +38,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, Optional, TextIO
 
-from kzguard.base.errors import EXIT_USAGE, KzguardError
+from kzguard.base.errors import Dnf5Error
 from kzguard.guard.gate import HookInput
 from kzguard.managers.dnf import Package, build_transaction
 
@@ -56,14 +56,6 @@ GATE_HOOKS = ("goal_resolved", "pre_transaction")
 UPKEEP_HOOKS = ("repos_configured", "post_transaction")
 # names kept here for callers, served by kzguard.actions.dnf5_hold (see __getattr__)
 _FROM_ACTION = ("Versionlock", "VERSIONLOCK", "MARK")
-
-
-class Dnf5Error(KzguardError):
-    """The stream from the actions file or the versionlock file is not what kzguard expects
-    (bad input, exit 2; a hook meets it through ``on_error``)."""
-
-    name = "dnf5"
-    exit_code = EXIT_USAGE
 
 
 class Dnf5Input(HookInput):
