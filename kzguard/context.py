@@ -53,16 +53,35 @@ class Context:
         overall: Optional[Overall] = None,
         env: Optional[Mapping[str, str]] = None,
         must_exist: bool = True,
+        command_env: Optional[Mapping[str, str]] = None,
     ) -> Context:
-        """The context of a run on ``root_path`` (``/`` by default)."""
+        """The context of a run on ``root_path`` (``/`` by default). ``env`` is what the run
+        reads (``KZGUARD_ALLOW``...), ``command_env`` what the commands it runs get."""
         path = root_path or "/"
         root = Root.open(path) if must_exist else Root(path)
         return cls(
             root,
-            Runner(dry_run=dry_run, overall=overall),
+            Runner(dry_run=dry_run, overall=overall, env=command_env),
             config_path=config_path,
             env=env,
         )
+
+    @classmethod
+    def of_command(cls, options: Any) -> Context:
+        """A CLI command's context, from its parsed global options (``--root``,
+        ``--config``, ``--dry-run``)."""
+        return cls.open(options.root, dry_run=options.dry_run, config_path=options.config)
+
+    def move_to(self, root_path: str) -> None:
+        """Work on ``root_path`` instead (the root a hook's input names), nothing read yet."""
+        if root_path != self.root.top:
+            self.root = Root(root_path)
+            self._config = self._host = self._state = self._managers = None
+
+    def require_root(self) -> None:
+        """From here on the root must be a directory (a :class:`UsageError` if not): a hook
+        opened without that check, as its upkeep or a missing record may end it first."""
+        self.root = Root.open(self.root.top)
 
     @property
     def dry_run(self) -> bool:
@@ -112,3 +131,10 @@ class Context:
 
             self._managers = managers.on(self.root)
         return self._managers
+
+    @property
+    def all_managers(self) -> list[Manager]:
+        """Every registered manager (a pin is lifted from every form it may have taken)."""
+        from kzguard import managers
+
+        return managers.every()

@@ -54,6 +54,10 @@ class Root:
     def __repr__(self) -> str:
         return f"Root({self.top!r})"
 
+    def fresh(self) -> Root:
+        """The same root without anything this object cached (resolved parents)."""
+        return type(self)(self.top)
+
     @property
     def is_host(self) -> bool:
         return self.top == "/"

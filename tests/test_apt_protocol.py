@@ -23,6 +23,7 @@ from devtools.hostbuilder import HostTree
 from kzguard.actions import apt_hold
 from kzguard.base.errors import CommandError
 from kzguard.base.transaction import Transaction
+from kzguard.context import Context
 from kzguard.judge.decision import HOLD, Decision
 from kzguard.managers import apt
 from kzguard.managers.apt import AptProtocolError
@@ -553,7 +554,7 @@ def test_hook_without_kernel_or_zfs_imports_nothing_heavy():
 
 def test_maintain_is_one_stat_without_pins(tmp_path):
     hook = apt.read(io.StringIO(stream(RECORDED_REINSTALL)))
-    assert apt.maintain(str(tmp_path), Runner(), hook, None) == []
+    assert apt.maintain(Context(Root(tmp_path), Runner()), hook) == []
     assert list(tmp_path.iterdir()) == []
 
 
@@ -645,14 +646,14 @@ def test_add_and_remove_write_the_file_and_the_state(tmp_path):
 
 def test_dry_run_writes_nothing(tmp_path):
     runner = Runner(dry_run=True)
-    lines = apt.hold(Root(tmp_path), runner, held(NEW), Transaction("apt", install=(NEW,)))
+    lines = apt.hold(Context(Root(tmp_path), runner), held(NEW), Transaction("apt", install=(NEW,)))
     assert lines[0].startswith("kzguard: would pin Linux 6.13 kernels")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_hold_tells_the_admin_what_happens_next(tmp_path):
     tx = Transaction("apt", install=(NEW,))
-    lines = apt.hold(Root(tmp_path), Runner(), held(NEW), tx)
+    lines = apt.hold(Context(Root(tmp_path), Runner()), held(NEW), tx)
     assert lines[0].startswith("kzguard: pinned Linux 6.13 kernels (linux-image-6.13.*, ")
     assert "so this run is refused; run `apt upgrade` again" in lines[1]
     assert "delete its stanza from /etc/apt/preferences.d/kzguard first" in lines[2]
@@ -662,9 +663,9 @@ def test_series_pin_is_lifted_once_zfs_supports_the_kernel(tmp_path):
     debian_host(tmp_path).config("on_unsupported_kernel: hold\n")
     root, runner = Root(tmp_path), Runner()
     apt_hold.add(root, runner, apt_hold.pins_for(held(NEW), Transaction("apt", install=(NEW,))))
-    assert apt_hold.lift_unneeded(root, runner, Transaction("apt")) == []
-    assert apt_hold.lift_unneeded(root, runner, Transaction("apt", zfs_version="2.3.0")) == []
-    lifted = apt_hold.lift_unneeded(root, runner, Transaction("apt", zfs_version="2.3.1"))
+    assert apt.lift_unneeded(Context(root, runner), Transaction("apt")) == []
+    assert apt.lift_unneeded(Context(root, runner), Transaction("apt", zfs_version="2.3.0")) == []
+    lifted = apt.lift_unneeded(Context(root, runner), Transaction("apt", zfs_version="2.3.1"))
     assert [p.key for p in lifted] == ["series 6.13"]
     assert not (tmp_path / apt_hold.PREFERENCES.lstrip("/")).exists()
 
@@ -676,7 +677,7 @@ def test_maintain_lifts_pins_through_the_hook(tmp_path):
     )
     actions = "zfs-dkms 2.2.7-1 all none < 2.3.1-1 all none /z.deb\n"
     hook = apt.read(io.StringIO(f"VERSION 3\nDir={tmp_path}/\n\n{actions}"))
-    assert apt.maintain(str(tmp_path), Runner(), hook, None) == [
+    assert apt.maintain(Context(Root(tmp_path), Runner()), hook) == [
         f"kzguard: lifted the pin on Linux 6.13 kernels: {NEW} is supported now, "
         "the next `apt upgrade` installs it"
     ]
@@ -687,9 +688,9 @@ def test_pins_go_when_the_policy_is_no_longer_hold(tmp_path):
     root, runner = Root(tmp_path), Runner()
     apt_hold.add(root, runner, apt_hold.pins_for(held(NEW), Transaction("apt", install=(NEW,))))
     tree.config("on_unsupported_kernel: hold\n")
-    assert apt_hold.lift_unneeded(root, runner, Transaction("apt")) == []
+    assert apt.lift_unneeded(Context(root, runner), Transaction("apt")) == []
     tree.config("on_unsupported_kernel: block\n")
-    assert [p.key for p in apt_hold.lift_unneeded(root, runner, Transaction("apt"))] == [
+    assert [p.key for p in apt.lift_unneeded(Context(root, runner), Transaction("apt"))] == [
         "series 6.13"
     ]
 
@@ -704,8 +705,8 @@ def test_zfs_pin_stays_while_the_kernel_it_would_break_is_installed(tmp_path):
     config, host = load_config(root), gather(root)
     tx = Transaction("apt", zfs_version="2.99.0", zfs_packages=("zfs-dkms",))
     (pin,) = apt_hold.pins_for(held(OLD, codes=("kernel-too-old",)), tx)
-    assert apt_hold.needed(host, config, pin, Transaction("apt"))
-    assert not apt_hold.needed(host, config, pin, Transaction("apt", remove=(OLD,)))
+    assert apt.hold_needed(host, config, pin, Transaction("apt"))
+    assert not apt.hold_needed(host, config, pin, Transaction("apt", remove=(OLD,)))
 
 
 def test_module_pin_stays_until_the_kernel_has_its_module(tmp_path):
@@ -718,4 +719,4 @@ def test_module_pin_stays_until_the_kernel_has_its_module(tmp_path):
     release = "6.8.0-50-generic"
     tx = Transaction("apt", install=(release,))
     (pin,) = apt_hold.pins_for(held(release, codes=("module-missing",)), tx)
-    assert apt_hold.needed(host, Config.defaults(), pin, Transaction("apt"))
+    assert apt.hold_needed(host, Config.defaults(), pin, Transaction("apt"))

@@ -115,7 +115,7 @@ def test_grub_keep_and_release_round_trip(tmp_path, events):
     assert change.message.startswith(f"kept {DEB_OLD} as the boot default")
     env = run("grub-editenv", root / GRUBENV.lstrip("/"), "list").stdout
     assert env == f"saved_entry={entry_id(DEB_OLD)}\n"
-    boot = bl.read_boot(Root(root))
+    boot = bl.read_boot(Root(root), Runner())
     assert (boot.next.kernel, boot.source) == (DEB_OLD, "grubenv saved_entry")
     kept = record(root)
     assert kept["loader"] == "grub" and kept["original"] is None and kept["kept"] == DEB_OLD
@@ -239,7 +239,7 @@ def test_release_leaves_a_default_changed_since_alone(tmp_path):
     change = guard.release(Root(root), Runner())
     assert (change.changed, change.failed) == (False, False)
     assert "changed since" in change.message
-    assert bl.read_boot(Root(root)).default.kernel == DEB_NEW
+    assert bl.read_boot(Root(root), Runner()).default.kernel == DEB_NEW
     assert record(root) == {}
 
 
@@ -324,7 +324,7 @@ def test_loader_conf_round_trip(tmp_path, conf, events):
     assert "default arch-lts.conf" in text
     others = [line for line in conf.splitlines() if not line.startswith("default")]
     assert [line for line in text.splitlines() if not line.startswith("default")] == others
-    boot = bl.read_boot(Root(root))
+    boot = bl.read_boot(Root(root), Runner())
     assert boot.default.kernel == ARCH_LTS
     assert guard.keep(Root(root), Runner(), ARCH_LTS, reason="r").changed is False
     guard.release(Root(root), Runner())
@@ -397,7 +397,7 @@ def test_zfsbootmenu_property_round_trip(tmp_path, fake_zfs):
     change = guard.keep(Root(root), Runner(), DEB_OLD, reason="r")
     assert (change.loader, change.before, change.after) == ("zfsbootmenu", None, DEB_OLD)
     assert ["set", f"org.zfsbootmenu:kernel={DEB_OLD}", "rpool/ROOT/debian"] in fake_zfs.calls()
-    assert bl.read_boot(Root(root)).next.kernel == DEB_OLD
+    assert bl.read_boot(Root(root), Runner()).next.kernel == DEB_OLD
     assert record(root)["dataset"] == "rpool/ROOT/debian"
     guard.release(Root(root), Runner())
     assert fake_zfs.calls()[-2] == ["inherit", "org.zfsbootmenu:kernel", "rpool/ROOT/debian"]
@@ -441,7 +441,7 @@ def test_zfsbootmenu_keeps_an_arch_kernel_by_file_name(tmp_path, fake_zfs):
         tree.boot_kernel(base)  # /boot/vmlinuz-linux, /boot/initramfs-linux.img
     change = guard.keep(Root(root), Runner(), ARCH_LTS, reason="r")
     assert change.after == "vmlinuz-linux-lts"  # the release is not in the file name
-    assert bl.read_boot(Root(root)).next.kernel == ARCH_LTS
+    assert bl.read_boot(Root(root), Runner()).next.kernel == ARCH_LTS
 
 
 # --- the CLI -------------------------------------------------------------------------------

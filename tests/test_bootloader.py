@@ -13,7 +13,7 @@ from kzguard.facts import bootloader as bl
 from kzguard.facts import grub
 from kzguard.facts.host import gather
 from kzguard.judge.policy import judge
-from kzguard.root import Root
+from kzguard.root import Root, Runner
 from tests.tools import need, run
 
 DEB_OLD, DEB_NEW = "6.1.0-27-amd64", "6.1.0-28-amd64"
@@ -93,7 +93,7 @@ def test_grubenv_reads_what_grub_editenv_lists(tmp_path):
 @pytest.mark.real
 def test_debian_menu_ids_follow_the_submenu(tmp_path):
     debian(tmp_path)
-    boot = bl.read_boot(Root(tmp_path))
+    boot = bl.read_boot(Root(tmp_path), Runner())
     assert boot.loader == "grub"
     ids = [e.id for e in boot.entries]
     assert ids[0] == f"gnulinux-simple-{bf.DEBIAN_UUID}"
@@ -123,7 +123,7 @@ def test_debian_menu_ids_follow_the_submenu(tmp_path):
 )
 def test_saved_entry_by_id_title_or_index(tmp_path, saved):
     debian(tmp_path, saved_entry=saved)
-    boot = bl.read_boot(Root(tmp_path))
+    boot = bl.read_boot(Root(tmp_path), Runner())
     assert boot.default.id == entry_id(DEB_OLD)
     assert boot.next == boot.default
     assert boot.source == "grubenv saved_entry"
@@ -133,7 +133,7 @@ def test_saved_entry_by_id_title_or_index(tmp_path, saved):
 @pytest.mark.real
 def test_next_entry_is_one_shot_and_wins(tmp_path):
     debian(tmp_path, saved_entry=entry_id(DEB_OLD), next_entry=entry_id(DEB_NEW))
-    boot = bl.read_boot(Root(tmp_path))
+    boot = bl.read_boot(Root(tmp_path), Runner())
     assert boot.default.kernel == DEB_OLD
     assert boot.next.kernel == DEB_NEW
     assert boot.source == "grubenv next_entry (one-shot)"
@@ -142,7 +142,7 @@ def test_next_entry_is_one_shot_and_wins(tmp_path):
 @pytest.mark.real
 def test_a_saved_entry_that_names_nothing_boots_the_first(tmp_path):
     debian(tmp_path, saved_entry="gnulinux-5.10.0-9-amd64-advanced-gone")
-    boot = bl.read_boot(Root(tmp_path))
+    boot = bl.read_boot(Root(tmp_path), Runner())
     assert boot.default == boot.entries[0]
     assert "names no menu entry" in boot.problems[0]
 
@@ -150,13 +150,13 @@ def test_a_saved_entry_that_names_nothing_boots_the_first(tmp_path):
 @pytest.mark.real
 def test_grub_default_other_than_saved_ignores_saved_entry(tmp_path):
     debian(tmp_path, grub_default="0", saved_entry=entry_id(DEB_OLD))
-    boot = bl.read_boot(Root(tmp_path))
+    boot = bl.read_boot(Root(tmp_path), Runner())
     assert boot.default.kernel == DEB_NEW
     assert boot.source.startswith("GRUB_DEFAULT=0")
     # a drop-in sourced after /etc/default/grub wins, as grub-mkconfig reads them
     tree = HostTree(tmp_path)
     tree.write("/etc/default/grub.d/kzguard-test.cfg", f'GRUB_DEFAULT="{entry_id(DEB_OLD)}"\n')
-    boot = bl.read_boot(Root(tmp_path))
+    boot = bl.read_boot(Root(tmp_path), Runner())
     assert boot.default.id == entry_id(DEB_OLD)
     tree.remove("/etc/default/grub.d/kzguard-test.cfg")
     tree.remove("/etc/default/grub")  # unset: GRUB's own default, 0
@@ -169,14 +169,14 @@ def test_a_stale_grub_cfg_boots_the_newest_kernel_after_update_grub(tmp_path):
     grub.cfg, and GRUB's first entry will boot it once update-grub has run."""
     tree = debian(tmp_path, releases=(DEB_OLD,))
     tree.kernel(DEB_NEW).boot_kernel(DEB_NEW, "initrd.img-{}")
-    boot = bl.read_boot(Root(tmp_path))
+    boot = bl.read_boot(Root(tmp_path), Runner())
     assert boot.next.kernel == DEB_NEW
     assert boot.next.id == f"gnulinux-simple-{bf.DEBIAN_UUID}"
     assert f"does not list {DEB_NEW} yet" in boot.problems[0]
     assert boot.entry_for(DEB_NEW) is None  # no entry to keep before update-grub
     # an entry kept by id does not move
     tree.grubenv("/boot/grub/grubenv", saved_entry=entry_id(DEB_OLD))
-    boot = bl.read_boot(Root(tmp_path))
+    boot = bl.read_boot(Root(tmp_path), Runner())
     assert boot.next.kernel == DEB_OLD
     assert boot.problems == ()
 
@@ -192,7 +192,7 @@ def test_arch_grub_entries_name_the_package_not_the_release(tmp_path):
     cfg = bf.debian_grub_cfg(["linux", "linux-lts"], distributor="Arch Linux")
     tree.write("/boot/grub/grub.cfg", cfg)
     tree.write("/etc/default/grub", bf.default_grub("saved"))
-    boot = bl.read_boot(Root(tmp_path))
+    boot = bl.read_boot(Root(tmp_path), Runner())
     assert {e.kernel for e in boot.entries} == {ARCH, ARCH_LTS, None}
     kept = boot.entry_for(ARCH_LTS)
     assert kept.id == f"{ADV}>gnulinux-linux-lts-advanced-{bf.DEBIAN_UUID}"
@@ -226,7 +226,7 @@ def test_grub_cfg_parser_keeps_quotes_and_functions_apart():
 @pytest.mark.real
 def test_fedora_bls_entries_newest_first(tmp_path):
     fedora(tmp_path)
-    boot = bl.read_boot(Root(tmp_path))
+    boot = bl.read_boot(Root(tmp_path), Runner())
     assert boot.loader == "grub-bls"
     assert [e.kernel for e in boot.entries] == [FC_NEW, FC_OLD, None]  # the rescue entry last
     assert boot.entries[0].id == f"{bf.MACHINE_ID}-{FC_NEW}"
@@ -238,10 +238,10 @@ def test_fedora_bls_entries_newest_first(tmp_path):
 @pytest.mark.real
 def test_fedora_saved_entry_by_id_or_by_title_as_old_grubby_wrote(tmp_path):
     fedora(tmp_path, saved_entry=f"{bf.MACHINE_ID}-{FC_OLD}")
-    assert bl.read_boot(Root(tmp_path)).default.kernel == FC_OLD
+    assert bl.read_boot(Root(tmp_path), Runner()).default.kernel == FC_OLD
     title = f"Fedora Linux ({FC_OLD}) 41 (Server Edition)"
     HostTree(tmp_path).grubenv("/boot/grub2/grubenv", saved_entry=title)
-    boot = bl.read_boot(Root(tmp_path))
+    boot = bl.read_boot(Root(tmp_path), Runner())
     assert (boot.default.kernel, boot.source) == (FC_OLD, "grubenv saved_entry")
 
 
@@ -251,7 +251,7 @@ def test_grubenv_symlinked_into_the_esp_is_read_inside_the_root(tmp_path, target
     tree = fedora(tmp_path, grubenv="/boot/efi/EFI/fedora/grubenv")
     tree.grubenv("/boot/efi/EFI/fedora/grubenv", saved_entry=f"{bf.MACHINE_ID}-{FC_OLD}")
     tree.symlink("/boot/grub2/grubenv", target)  # absolute: resolved in the root, not the host
-    boot = bl.read_boot(Root(tmp_path))
+    boot = bl.read_boot(Root(tmp_path), Runner())
     assert (boot.loader, boot.default.kernel) == ("grub-bls", FC_OLD)
 
 
@@ -260,7 +260,7 @@ def test_grubenv_symlinked_into_the_esp_is_read_inside_the_root(tmp_path, target
 
 def test_systemd_boot_with_no_default_boots_the_highest_id(tmp_path):
     arch_sd(tmp_path)
-    boot = bl.read_boot(Root(tmp_path))
+    boot = bl.read_boot(Root(tmp_path), Runner())
     assert boot.loader == "systemd-boot"
     assert [e.id for e in boot.entries] == ["arch.conf", "arch-lts.conf"]
     assert {e.id: e.kernel for e in boot.entries} == {  # vmlinuz-<pkgbase> -> the release
@@ -274,18 +274,18 @@ def test_systemd_boot_with_no_default_boots_the_highest_id(tmp_path):
 def test_loader_conf_default_glob_then_efivars_win(tmp_path):
     tree = arch_sd(tmp_path)
     tree.write("/boot/loader/loader.conf", "timeout 3\ndefault arch-lts*\neditor no\n")
-    boot = bl.read_boot(Root(tmp_path))
+    boot = bl.read_boot(Root(tmp_path), Runner())
     assert (boot.default.kernel, boot.source) == (ARCH_LTS, "/boot/loader/loader.conf default")
     tree.loader_efivar("LoaderEntryDefault", "arch.conf")
-    boot = bl.read_boot(Root(tmp_path))
+    boot = bl.read_boot(Root(tmp_path), Runner())
     assert (boot.default.kernel, boot.source) == (ARCH, "LoaderEntryDefault EFI variable")
     tree.loader_efivar("LoaderEntryOneShot", "ARCH-LTS.conf")  # matched case-folded
-    boot = bl.read_boot(Root(tmp_path))
+    boot = bl.read_boot(Root(tmp_path), Runner())
     assert (boot.default.kernel, boot.next.kernel) == (ARCH, ARCH_LTS)
     assert boot.source == "LoaderEntryOneShot EFI variable (one-shot)"
     tree.loader_efivar("LoaderEntryDefault", "@saved")
     tree.loader_efivar("LoaderEntryLastBooted", "arch-lts.conf")
-    assert bl.read_boot(Root(tmp_path)).default.kernel == ARCH_LTS
+    assert bl.read_boot(Root(tmp_path), Runner()).default.kernel == ARCH_LTS
 
 
 def test_kernel_install_entries_sort_by_sort_key_and_version(tmp_path):
@@ -307,7 +307,7 @@ def test_kernel_install_entries_sort_by_sort_key_and_version(tmp_path):
         )
         tree.write(f"/boot/loader/entries/{name}", text)
     tree.write("/boot/loader/entries/windows.conf", "title Windows\nefi /EFI/Microsoft/x.efi\n")
-    boot = bl.read_boot(Root(tmp_path))
+    boot = bl.read_boot(Root(tmp_path), Runner())
     assert boot.loader == "systemd-boot"
     assert [e.kernel for e in boot.entries] == [FC_NEW, FC_OLD, None]
     assert boot.entries[0].id == f"{bf.MACHINE_ID}-{FC_NEW}.conf"  # boot counter dropped
@@ -318,7 +318,7 @@ def test_a_truncated_efi_variable_is_a_problem_not_a_crash(tmp_path):
     tree.write(
         "/sys/firmware/efi/efivars/LoaderEntryDefault-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f", b"\x07"
     )
-    boot = bl.read_boot(Root(tmp_path))
+    boot = bl.read_boot(Root(tmp_path), Runner())
     assert boot.loader == "systemd-boot"
     assert boot.default is None
     assert "truncated EFI variable" in boot.problems[0]
@@ -331,7 +331,7 @@ def test_a_default_glob_longer_than_any_entry_id_matches_none_at_once(tmp_path):
     tree = arch_sd(tmp_path)
     tree.write("/boot/loader/loader.conf", "default " + "*a" * (1 << 19) + "*\n")
     start = time.monotonic()
-    boot = bl.read_boot(Root(tmp_path))
+    boot = bl.read_boot(Root(tmp_path), Runner())
     assert time.monotonic() - start < 2
     assert boot.default.id == "arch.conf"  # the first in systemd-boot's order
     assert "matches no boot entry" in boot.problems[0] and len(boot.problems[0]) < 300
@@ -341,7 +341,7 @@ def test_submenus_nested_too_deep_are_a_problem_not_a_recursion_error(tmp_path):
     # found by tests/test_fuzz_files.py: 100 000 nested submenus overflowed flatten's recursion
     tree = debian(tmp_path, saved_entry=entry_id(DEB_NEW))
     tree.write("/boot/grub/grub.cfg", "submenu 'a' {\n" * 100_000 + "}\n" * 100_000)
-    boot = bl.read_boot(Root(tmp_path))
+    boot = bl.read_boot(Root(tmp_path), Runner())
     assert (boot.loader, boot.source, boot.entries) == ("grub", "unreadable", ())
     assert "nested more than 64 deep" in boot.problems[0]
 
@@ -380,7 +380,7 @@ def zbm(path) -> HostTree:
 
 def test_zfsbootmenu_boots_the_newest_unless_the_property_says(tmp_path, fake_zfs):
     zbm(tmp_path)
-    boot = bl.read_boot(Root(tmp_path))
+    boot = bl.read_boot(Root(tmp_path), Runner())
     assert boot.loader == "zfsbootmenu"
     assert [e.id for e in boot.entries] == [f"vmlinuz-{DEB_NEW}", f"vmlinuz-{DEB_OLD}"]
     assert boot.next.kernel == DEB_NEW
@@ -389,15 +389,15 @@ def test_zfsbootmenu_boots_the_newest_unless_the_property_says(tmp_path, fake_zf
         ["get", "-H", "-o", "value,source", "org.zfsbootmenu:kernel", "rpool/ROOT/debian"]
     ]
     run("zfs", "set", f"org.zfsbootmenu:kernel={DEB_OLD}", "rpool/ROOT")  # inherited
-    boot = bl.read_boot(Root(tmp_path))
+    boot = bl.read_boot(Root(tmp_path), Runner())
     assert (boot.next.kernel, boot.source) == (
         DEB_OLD,
         "org.zfsbootmenu:kernel on rpool/ROOT/debian",
     )
     run("zfs", "set", "org.zfsbootmenu:kernel=6.1.0-2", "rpool/ROOT/debian")  # a partial name
-    assert bl.read_boot(Root(tmp_path)).next.kernel == DEB_NEW  # the newest that matches
+    assert bl.read_boot(Root(tmp_path), Runner()).next.kernel == DEB_NEW  # the newest that matches
     run("zfs", "set", "org.zfsbootmenu:kernel=5.10", "rpool/ROOT/debian")
-    boot = bl.read_boot(Root(tmp_path))
+    boot = bl.read_boot(Root(tmp_path), Runner())
     assert boot.next.kernel == DEB_NEW
     assert "matches no kernel" in boot.problems[0]
 
@@ -405,7 +405,7 @@ def test_zfsbootmenu_boots_the_newest_unless_the_property_says(tmp_path, fake_zf
 def test_only_zfsbootmenu_runs_a_command(tmp_path, fake_zfs):
     arch_sd(tmp_path)
     HostTree(tmp_path).zfs_root("rpool/ROOT/arch")  # root on ZFS, but booted by systemd-boot
-    assert bl.read_boot(Root(tmp_path)).loader == "systemd-boot"
+    assert bl.read_boot(Root(tmp_path), Runner()).loader == "systemd-boot"
     assert bl.read_boot(Root(tmp_path / "nothing")).loader == "unknown"
     assert fake_zfs.calls() == []
 

@@ -30,6 +30,7 @@ from gi.repository import GLib
 
 from kzguard.base.errors import CommandError
 from kzguard.base.kernelrelease import ReleaseError
+from kzguard.context import Context
 from kzguard.service import names
 from tests import scenarios as sc
 from tests.tools import need
@@ -88,6 +89,7 @@ from gi.repository import GLib
 from kzguard.root import Root, Runner
 from kzguard.service.bus import export
 from kzguard.service.core import Core
+from kzguard.context import Context
 
 address, top = sys.argv[1:3]
 bus = dbus.bus.BusConnection(address, mainloop=dbus.mainloop.glib.DBusGMainLoop())
@@ -577,9 +579,9 @@ def test_the_gate_and_the_post_install_check_notify(tmp_path, monkeypatch):
     )
     root_path, _ = debian(tmp_path, module=True)
     root = Root(root_path)
-    run_gate(root, Transaction("apt", install=(NEW,)), env={})
-    postinstall.check(root, NEW, config=load_config(root), runner=Runner())
-    postinstall.check(root, NEW, config=load_config(root), runner=Runner(dry_run=True))
+    run_gate(Context(root, Runner(), env={}), Transaction("apt", install=(NEW,)))
+    postinstall.check(Context(root, Runner(), config=load_config(root)), NEW)
+    postinstall.check(Context(root, Runner(dry_run=True), config=load_config(root)), NEW)
     assert calls == [
         ("transaction", {"root": str(root_path), "manager": "apt"}),
         ("post-install", {"root": str(root_path), "kernel": NEW}),

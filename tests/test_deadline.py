@@ -81,7 +81,7 @@ def test_a_hung_snapshot_ends_the_apt_hook_within_hook_timeout(tmp_path, monkeyp
     monkeypatch.setattr("sys.stderr", err)
     tx = Transaction("apt", install=("6.12.11-200.fc41.x86_64",))
     started = time.monotonic()
-    code = hook_main("apt", lambda stdin: HookInput(tx, str(tmp_path)), stdin=io.StringIO())
+    code = hook_main("apt", lambda stdin, ctx: HookInput(tx, str(tmp_path)), stdin=io.StringIO())
     elapsed = time.monotonic() - started
     assert elapsed < 10, elapsed
     assert code == 0  # on_error: allow

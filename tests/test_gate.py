@@ -8,6 +8,7 @@ import pytest
 
 from kzguard.actions import state
 from kzguard.base.transaction import Transaction
+from kzguard.context import Context
 from kzguard.facts.host import gather
 from kzguard.guard.gate import HookInput, allowed_from_env, hook_main, run_gate
 from kzguard.judge.decision import decide
@@ -73,7 +74,7 @@ def test_allowed_from_env():
 
 
 def test_run_gate_blocks_and_records(fedora, fake_zfs):
-    decision = run_gate(Root(fedora), Transaction("dnf", install=(NEW,)), env={})
+    decision = run_gate(Context(Root(fedora), Runner(), env={}), Transaction("dnf", install=(NEW,)))
     assert decision.blocks
     events = state.read(Root(fedora))["events"]
     assert events[-1]["kind"] == "transaction-blocked" and events[-1]["kernels"] == [NEW]
@@ -86,15 +87,17 @@ def test_stored_override_is_one_shot(fedora, fake_zfs):
         st.data["allow"][NEW] = {"by": "admin"}
         st.save()
     tx = Transaction("dnf", install=(NEW,))
-    assert run_gate(root, tx, env={}).action == "warn"
+    assert run_gate(Context(root, Runner(), env={}), tx).action == "warn"
     assert state.read(root)["allow"] == {}
-    assert run_gate(root, tx, env={}).blocks
+    assert run_gate(Context(root, Runner(), env={}), tx).blocks
 
 
 def test_snapshot_before_a_kernel_change(fedora, fake_zfs):
     (fedora / "proc/self").mkdir(parents=True)
     (fedora / "proc/self/mounts").write_text("rpool/ROOT/fedora / zfs rw 0 0\n")
-    decision = run_gate(Root(fedora), Transaction("dnf", install=(GOOD,)), env={})
+    decision = run_gate(
+        Context(Root(fedora), Runner(), env={}), Transaction("dnf", install=(GOOD,))
+    )
     assert decision.action == "allow"
     (call,) = fake_zfs.calls()[:1]
     assert call[:3] == ["snapshot", "-o", "org.kzguard:manager=dnf"]
@@ -110,12 +113,14 @@ def test_required_snapshot_failure_blocks(fedora, fake_zfs, monkeypatch):
     (fedora / "etc/kzguard").mkdir(parents=True)
     (fedora / "etc/kzguard/kzguard.yaml").write_text("snapshots:\n  required: true\n")
     monkeypatch.setenv("KZGUARD_FAKE_ZFS_FAIL", "snapshot")
-    decision = run_gate(Root(fedora), Transaction("dnf", install=(GOOD,)), env={})
+    decision = run_gate(
+        Context(Root(fedora), Runner(), env={}), Transaction("dnf", install=(GOOD,))
+    )
     assert decision.blocks and "snapshots.required" in decision.lines[-1]
 
 
 def reader(tx, root=None):
-    return lambda stdin: HookInput(tx, root)
+    return lambda stdin, ctx: HookInput(tx, root)
 
 
 def test_hook_main_exit_codes(fedora, fake_zfs, capsys):
@@ -133,7 +138,7 @@ def test_internal_error_follows_on_error(fedora, on_error, code, capsys):
     (fedora / "etc/kzguard").mkdir(parents=True)
     (fedora / "etc/kzguard/kzguard.yaml").write_text(f"on_error: {on_error}\n")
 
-    def broken(stdin):
+    def broken(stdin, ctx):
         raise RuntimeError("parser exploded")
 
     assert hook_main("apt", broken, stdin=io.StringIO(), root_option=str(fedora)) == code
@@ -152,7 +157,9 @@ def test_unreadable_config_means_block(fedora, capsys):
 def test_dry_run_gate_changes_nothing(fedora, fake_zfs):
     (fedora / "proc/self").mkdir(parents=True)
     (fedora / "proc/self/mounts").write_text("rpool/ROOT/fedora / zfs rw 0 0\n")
-    run_gate(Root(fedora), Transaction("dnf", install=(GOOD,)), env={}, runner=Runner(dry_run=True))
+    run_gate(
+        Context(Root(fedora), Runner(dry_run=True), env={}), Transaction("dnf", install=(GOOD,))
+    )
     assert not (fedora / "var/lib/kzguard").exists()
     assert fake_zfs.snapshots() == []
 
@@ -162,6 +169,6 @@ def test_no_snapshot_when_the_kernel_is_held(fedora, fake_zfs):
     (fedora / "proc/self/mounts").write_text("rpool/ROOT/fedora / zfs rw 0 0\n")
     (fedora / "etc/kzguard").mkdir(parents=True)
     (fedora / "etc/kzguard/kzguard.yaml").write_text("on_unsupported_kernel: hold\n")
-    decision = run_gate(Root(fedora), Transaction("apt", install=(NEW,)), env={})
+    decision = run_gate(Context(Root(fedora), Runner(), env={}), Transaction("apt", install=(NEW,)))
     assert decision.action == "hold"
     assert fake_zfs.calls() == []

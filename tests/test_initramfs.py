@@ -24,6 +24,8 @@ from kzguard.facts.mounts import root_dataset
 from kzguard.root import Root, Runner
 from tests.tools import need
 
+RUNNER = Runner()  # lz4 (and zstd without its module) are commands
+
 RELEASE = "6.12.6-amd64"
 MACHINE_ID = "4f6b0ba1d3c04e0c9d6a1e1b2c3d4e5f"
 ZFS_PATH = f"usr/lib/modules/{RELEASE}/extra/zfs.ko.xz"
@@ -80,7 +82,7 @@ def early(stages) -> bytes:
 
 @pytest.mark.real
 def test_plain_newc_archive(plain) -> None:
-    members = list_members(plain)
+    members = list_members(plain, runner=RUNNER)
 
     assert ZFS_PATH in members
     assert {"init", "bin", "lib", "usr/bin/busybox", "etc/hostid"} <= set(members)
@@ -91,9 +93,9 @@ def test_plain_newc_archive(plain) -> None:
 @pytest.mark.real
 @pytest.mark.parametrize("kind", sorted(COMPRESSORS))
 def test_compressed_images(plain, kind) -> None:
-    members = list_members(_compress(plain, kind))
+    members = list_members(_compress(plain, kind), runner=RUNNER)
 
-    assert members == list_members(plain)
+    assert members == list_members(plain, runner=RUNNER)
     assert contains_module(members, RELEASE)
 
 
@@ -102,7 +104,7 @@ def test_compressed_images(plain, kind) -> None:
 def test_early_microcode_archive_first(plain, early, kind) -> None:
     """dracut / mkinitramfs: an uncompressed early cpio, then the compressed main archive."""
     image = early + _compress(plain, kind)
-    members = list_members(image)
+    members = list_members(image, runner=RUNNER)
 
     assert members[:4] == [
         "kernel",
@@ -127,7 +129,7 @@ def test_padding_and_several_compressed_parts(plain, early, stages) -> None:
         + _compress(without, "zstd")
         + bytes(3)
     )
-    members = list_members(image)
+    members = list_members(image, runner=RUNNER)
 
     assert members.count("init") == 3
     assert members.count(ZFS_PATH) == 1
@@ -135,7 +137,7 @@ def test_padding_and_several_compressed_parts(plain, early, stages) -> None:
 
 @pytest.mark.real
 def test_two_archives_inside_one_compressed_stream(plain, early) -> None:
-    members = list_members(_compress(early + plain, "zstd"))
+    members = list_members(_compress(early + plain, "zstd"), runner=RUNNER)
 
     assert "kernel/x86/microcode/GenuineIntel.bin" in members
     assert ZFS_PATH in members
@@ -154,7 +156,7 @@ def test_image_without_zfs(stages, early, kind) -> None:
 def test_zstd_command_when_the_package_is_missing(plain, early, monkeypatch) -> None:
     need("zstd")
     monkeypatch.setitem(sys.modules, "zstandard", None)  # import zstandard -> ImportError
-    members = list_members(early + _compress(plain, "zstd"))
+    members = list_members(early + _compress(plain, "zstd"), runner=RUNNER)
 
     assert contains_module(members, RELEASE)
 
@@ -176,7 +178,7 @@ def test_truncated_images(plain, early, kind) -> None:
     image = early + body
     for cut in sorted({len(early) + 1, len(early) + 200, len(image) // 2, len(image) - 700}):
         with pytest.raises(FactError):
-            list_members(image[:cut])
+            list_members(image[:cut], runner=RUNNER)
 
 
 @pytest.mark.real
@@ -184,7 +186,7 @@ def test_every_truncation_of_a_plain_archive(plain) -> None:
     end = plain.index(b"TRAILER!!!") + len(b"TRAILER!!!") + 1  # what follows is padding
     for cut in range(1, end, 7):
         with pytest.raises(FactError):
-            list_members(plain[:cut])
+            list_members(plain[:cut], runner=RUNNER)
 
 
 @pytest.mark.real
@@ -203,19 +205,19 @@ def test_garbage(plain) -> None:
     }
     for data, match in cases.items():
         with pytest.raises(FactError, match=match):
-            list_members(data)
+            list_members(data, runner=RUNNER)
 
 
 @pytest.mark.real
 def test_junk_inside_a_compressed_stream(plain) -> None:
     with pytest.raises(FactError, match="junk after a cpio archive"):
-        list_members(_compress(plain + b"junk", "gzip"))
+        list_members(_compress(plain + b"junk", "gzip"), runner=RUNNER)
 
 
 @pytest.mark.real
 def test_odc_archive_is_refused_like_the_kernel(stages) -> None:
     with pytest.raises(FactError, match="odc"):
-        list_members(_cpio(stages["early"], fmt="odc"))
+        list_members(_cpio(stages["early"], fmt="odc"), runner=RUNNER)
 
 
 @pytest.mark.real
@@ -223,11 +225,11 @@ def test_lying_sizes_never_read_past_the_end(plain) -> None:
     head = bytearray(plain)
     head[54:62] = b"FFFFFFFF"  # the first member's filesize
     with pytest.raises(FactError, match="truncated"):
-        list_members(bytes(head))
+        list_members(bytes(head), runner=RUNNER)
     head = bytearray(plain)
     head[94:102] = b"7FFFFFFF"  # its name size
     with pytest.raises(FactError, match="name size"):
-        list_members(bytes(head))
+        list_members(bytes(head), runner=RUNNER)
 
 
 @pytest.mark.real
@@ -237,7 +239,7 @@ def test_decompression_bomb_is_refused(monkeypatch, kind) -> None:
     image = _compress(_newc([("zeros", bytes(8 << 20))]), kind)
     monkeypatch.setattr(initramfs, "MAX_IMAGE_SIZE", 1 << 20)
     with pytest.raises(FactError, match="exceeds 1 MiB"):
-        list_members(image)
+        list_members(image, runner=RUNNER)
 
 
 def _newc(files: list[tuple[str, bytes]]) -> bytes:
@@ -260,7 +262,7 @@ def test_mutated_images_fail_only_with_fact_error(plain, early, data) -> None:
         mutated[pos] = value
     cut = data.draw(st.integers(0, len(image)))
     with contextlib.suppress(FactError):
-        assert isinstance(list_members(bytes(mutated[:cut])), list)
+        assert isinstance(list_members(bytes(mutated[:cut]), runner=RUNNER), list)
 
 
 _CACHE: dict[tuple[int, str], bytes] = {}
@@ -281,7 +283,7 @@ MAGICS += [b"\x28\xb5\x2f\xfd", b"\x02\x21\x4c\x18", b"\0\0\0\0"]
 @given(st.sampled_from(MAGICS), st.binary(max_size=600))
 def test_arbitrary_bytes_raise_only_fact_error(magic: bytes, tail: bytes) -> None:
     with contextlib.suppress(FactError):
-        assert isinstance(list_members(magic + tail), list)
+        assert isinstance(list_members(magic + tail, runner=RUNNER), list)
 
 
 # --- contains_module --------------------------------------------------------------------------

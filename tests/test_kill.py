@@ -23,6 +23,7 @@ import pytest
 
 from devtools.hostbuilder import HostTree
 from kzguard.actions import apt_hold, pin
+from kzguard.context import Context
 from kzguard.root import Root, Runner
 
 WORKER = """
@@ -30,11 +31,12 @@ import sys
 from kzguard.actions import pin
 from kzguard.actions import state
 from kzguard.root import Root, Runner
+from kzguard.context import Context
 root, prefix, start = Root(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 print("ready", flush=True)
 for n in range(start, start + 1000):
     release = f"6.13.{n}-{prefix}"
-    pin.add(root, Runner(), release, reason="kill test", who="t", auto=True)
+    pin.add(Context(root, Runner()), release, reason="kill test", who="t", auto=True)
     print("done", release, flush=True)
     with state.locked(root) as st:
         st.data["allow"][release] = {"time": "t", "by": "t"}
@@ -73,7 +75,7 @@ def test_kills_during_apt_pins_lose_nothing(tmp_path):
     tree.write("/var/lib/dpkg/status", "")
     done = _kill_loop(tmp_path, "amd64", kills=150, seed=1)
     root = Root(tmp_path)
-    pin.add(root, Runner(), "6.14.0-amd64", reason="after", who="t")  # the next run
+    pin.add(Context(root, Runner()), "6.14.0-amd64", reason="after", who="t")  # the next run
     data = json.loads((tmp_path / "var/lib/kzguard/state.json").read_text())
     pins = {r for r in data["pins"] if ":" not in r}
     stanzas, foreign = apt_hold.read(root)
@@ -94,7 +96,7 @@ def test_kills_during_dnf5_pins_lose_nothing(tmp_path):
     tree.write("/usr/bin/dnf5", "")
     done = _kill_loop(tmp_path, "200.fc41.x86_64", kills=100, seed=2)
     root = Root(tmp_path)
-    pin.add(root, Runner(), "6.14.0-200.fc41.x86_64", reason="after", who="t")
+    pin.add(Context(root, Runner()), "6.14.0-200.fc41.x86_64", reason="after", who="t")
     data = json.loads((tmp_path / "var/lib/kzguard/state.json").read_text())
     pins = {r for r in data["pins"] if ":" not in r}
     held = set(Versionlock.load(root).held())  # parses, or this raises

@@ -29,7 +29,7 @@ from kzguard.facts.modinfo import (
     parse_modinfo_section,
     read_modinfo,
 )
-from kzguard.root import Root
+from kzguard.root import Root, Runner
 
 RELEASE = "6.1.0-56-amd64"
 OTHER = "6.1.0-40-amd64"
@@ -268,12 +268,12 @@ def test_zstd_command_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     good = _zfs(tmp_path, "zst").read_bytes()
     monkeypatch.setitem(sys.modules, "zstandard", None)  # makes `import zstandard` fail
 
-    assert read_modinfo(decompress(good, "zst")).name == "zfs"
+    assert read_modinfo(decompress(good, "zst", runner=Runner())).name == "zfs"
     with pytest.raises(FactError, match="cannot decompress zst"):
-        decompress(good[:-5], "zst")
+        decompress(good[:-5], "zst", runner=Runner())
     monkeypatch.setattr(modinfo, "MAX_MODULE_SIZE", 100)
     with pytest.raises(FactError, match="exceeds"):
-        decompress(good, "zst")
+        decompress(good, "zst", runner=Runner())
 
 
 # --- the section parser ----------------------------------------------------------------------

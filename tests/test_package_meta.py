@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 
 from devtools.hostbuilder import META_TEMPLATE, HostTree
+from kzguard.context import Context
 from kzguard.facts import package_meta
 from kzguard.facts.zfs import release_table
 from kzguard.guard.gate import run_gate
 from kzguard.managers import apt, dnf, pacman
-from kzguard.root import Root
+from kzguard.root import Root, Runner
 from tests.scenarios import debian_dkms
 from tests.tools import run
 
@@ -122,9 +123,9 @@ def test_zstd_without_the_module_runs_the_zstd_command(tmp_path, monkeypatch):
     _need("zstd")
     path = pkg(tmp_path)
     monkeypatch.setitem(sys.modules, "zstandard", None)  # import zstandard raises ImportError
-    _says_613(package_meta.read_meta(str(path)), path.name)
+    _says_613(package_meta.read_meta(str(path), Runner()), path.name)
     path = deb(tmp_path, "zstd")
-    _says_613(package_meta.read_meta(str(path)), path.name)
+    _says_613(package_meta.read_meta(str(path), Runner()), path.name)
 
 
 def test_broken_archives_are_notes_never_exceptions(tmp_path):
@@ -174,7 +175,7 @@ def test_apt_judges_the_new_zfs_by_the_meta_in_its_deb(tmp_path):
     hook_input = apt.read(io.StringIO(_apt_stream(good, root)))
     tx = hook_input.transaction
     assert [s.path for s in tx.zfs_sources] == [f"META in {good.name}"]
-    decision = run_gate(Root(root), tx, env={})
+    decision = run_gate(Context(Root(root), Runner(), env={}), tx)
     text = "\n".join(decision.lines)
     assert decision.action == "block", text
     assert f"kzguard: ZFS 2.3.2 supports Linux 4.18 to 6.13.x (META in {good.name})" in text
@@ -186,7 +187,7 @@ def test_apt_judges_the_new_zfs_by_the_meta_in_its_deb(tmp_path):
     broken.write_bytes(good.read_bytes()[:300])
     tx = apt.read(io.StringIO(_apt_stream(broken, root))).transaction
     assert tx.zfs_sources == ()
-    decision = run_gate(Root(root), tx, env={})
+    decision = run_gate(Context(Root(root), Runner(), env={}), tx)
     text = "\n".join(decision.lines)
     assert decision.action == "allow", text  # the table: 2.3.2 supports 6.14
     assert f"kzguard: cannot read META from {good.name}:" in text

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 
 from devtools.pkgmeta import rpm_repo
 from kzguard.facts import packages, pending_apt
-from kzguard.facts.packages import PendingKernel, pacman_kernel_release, pending_kernels
+from kzguard.facts.packages import PendingKernel, pending_kernels
+from kzguard.facts.pending_pacman import pacman_kernel_release
 from kzguard.root import Root
 from tests.tools import run as _run
 

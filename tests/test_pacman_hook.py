@@ -17,6 +17,7 @@ import pytest
 
 from devtools.hostbuilder import HostTree
 from kzguard.base.transaction import Transaction
+from kzguard.context import Context
 from kzguard.guard.gate import hook_main, run_gate
 from kzguard.judge.decision import HOLD, Decision
 from kzguard.managers import pacman
@@ -162,7 +163,7 @@ def test_a_zfs_package_no_database_knows_changes_zfs_to_an_unknown_version(arch)
 
 def test_read_takes_the_targets_from_stdin(arch):
     stdin = io.StringIO(f"linux\n{vmlinuz(NEW)}\n")
-    hook_input = pacman.read(stdin, root=str(arch.path))
+    hook_input = pacman.read(stdin, Root(arch.path))
     assert hook_input.transaction.install == (NEW,)
     assert hook_input.root is None  # the gate judges "/": pacman chroots the hook
 
@@ -180,11 +181,11 @@ def arch_zfs_host(tree: HostTree) -> HostTree:
 def test_hook_refuses_a_kernel_the_installed_zfs_does_not_support(arch, capsys):
     root = str(arch_zfs_host(arch).path)
 
-    def read(stdin):
-        return pacman.read(stdin, root=root)
-
     code = hook_main(
-        "pacman", read, stdin=io.StringIO(f"linux\n{vmlinuz(NEW)}\n"), root_option=root
+        "pacman",
+        pacman.ADAPTER.read,
+        stdin=io.StringIO(f"linux\n{vmlinuz(NEW)}\n"),
+        root_option=root,
     )
     assert code == 1
     assert f"refusing kernel {NEW} (unsafe)" in capsys.readouterr().err
@@ -193,12 +194,12 @@ def test_hook_refuses_a_kernel_the_installed_zfs_does_not_support(arch, capsys):
 def test_the_gate_lets_the_kernel_through_with_the_zfs_that_supports_it(arch):
     tree = arch_zfs_host(arch)
     tx = parse(tree, "linux", "usr/src/zfs-2.3.1/META", vmlinuz(NEW), "zfs-dkms")
-    decision = run_gate(Root(tree.path), tx, env={}, runner=Runner(dry_run=True))
+    decision = run_gate(Context(Root(tree.path), Runner(dry_run=True), env={}), tx)
     assert decision.action == "allow", decision.lines
 
 
 def test_an_empty_target_list_ends_the_hook_at_once(tmp_path):
-    read = pacman.read
+    read = pacman.ADAPTER.read
     assert hook_main("pacman", read, stdin=io.StringIO(""), root_option=str(tmp_path)) == 0
     assert not (tmp_path / "var/lib/kzguard").exists()
 
@@ -214,7 +215,7 @@ def test_hold_advises_ignoring_the_kernel_and_its_zfs_linux():
         packages=((NEW, ("linux",)),),
     )
     decision = Decision(HOLD, held=(NEW,))
-    lines = pacman.hold(Root("/nonexistent"), Runner(dry_run=True), decision, tx)
+    lines = pacman.hold(Context(Root("/nonexistent"), Runner(dry_run=True)), decision, tx)
     assert "refuses the whole transaction like `block`" in lines[0]
     assert "pacman -Syu --ignore linux,zfs-linux" in lines[1]
     assert "IgnorePkg = linux zfs-linux" in lines[1]
@@ -223,7 +224,7 @@ def test_hold_advises_ignoring_the_kernel_and_its_zfs_linux():
 def test_hold_without_a_known_package_names_the_release():
     tx = Transaction("pacman", install=("6.13.1-1-cachyos",))
     decision = Decision(HOLD, held=("6.13.1-1-cachyos",))
-    lines = pacman.hold(Root("/nonexistent"), Runner(dry_run=True), decision, tx)
+    lines = pacman.hold(Context(Root("/nonexistent"), Runner(dry_run=True)), decision, tx)
     assert "--ignore <the package of 6.13.1-1-cachyos>" in lines[1]
 
 
@@ -232,11 +233,10 @@ def test_hold_exits_non_zero_like_block(arch, capsys):
     arch_zfs_host(arch).config("on_unsupported_kernel: hold\n")
     root = str(arch.path)
 
-    def read(stdin):
-        return pacman.read(stdin, root=root)
-
     stdin = io.StringIO(f"linux\n{vmlinuz(NEW)}\n")
-    code = hook_main("pacman", read, stdin=stdin, root_option=root, on_hold=pacman.hold)
+    code = hook_main(
+        "pacman", pacman.ADAPTER.read, stdin=stdin, root_option=root, on_hold=pacman.hold
+    )
     assert code == 1
     err = capsys.readouterr().err
     assert f"holding back kernel {NEW}" in err and "pacman -Syu --ignore linux" in err

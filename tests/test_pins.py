@@ -10,14 +10,17 @@ import sys
 import pytest
 
 from devtools.hostbuilder import HostTree
+from kzguard import managers
 from kzguard.actions import apt_hold, pin, state
 from kzguard.base.transaction import Transaction
 from kzguard.config import Config
+from kzguard.context import Context
 from kzguard.facts.host import gather
 from kzguard.guard.gate import hook_main, run_gate
 from kzguard.judge.decision import BLOCK, WARN, decide
+from kzguard.judge.holds import liftable
 from kzguard.judge.policy import judge
-from kzguard.managers import dnf, pacman
+from kzguard.managers import apt, dnf, pacman
 from kzguard.root import Root, Runner
 from tests import scenarios as sc
 
@@ -53,15 +56,14 @@ def test_managers_are_found_by_their_databases(tmp_path, paths, found):
     tree = HostTree(tmp_path)
     for inner in paths:
         tree.write(inner, "")
-    assert pin.managers_in(Root(tmp_path)) == found
+    assert [m.name for m in managers.on(Root(tmp_path))] == found
 
 
 def test_apt_pin_lives_in_the_state_and_the_preferences_file(tmp_path):
     debian_root(tmp_path)
     root = Root(tmp_path)
     lines = pin.add(
-        root,
-        Runner(),
+        Context(root, Runner()),
         DEB_NEW,
         reason=REASON,
         who="kzguard post-install",
@@ -84,20 +86,22 @@ def test_apt_pin_lives_in_the_state_and_the_preferences_file(tmp_path):
     events = [e["kind"] for e in state.read(root)["events"]]
     assert events == ["pin-added"]
     # pinning again changes nothing
-    again = pin.add(root, Runner(), DEB_NEW, reason="other", who="x", auto=True)
+    again = pin.add(Context(root, Runner()), DEB_NEW, reason="other", who="x", auto=True)
     assert again == [f"kzguard: {DEB_NEW} stays pinned ({REASON}, since {record['time']})"]
     assert pinned_state(tmp_path)[DEB_NEW] == record
 
-    lines = pin.remove(root, Runner(), DEB_NEW, why="removed by root")
+    lines = pin.remove(Context(root, Runner()), DEB_NEW, why="removed by root")
     assert lines[0] == f"kzguard: lifted the pin on kernel {DEB_NEW}: removed by root"
     assert "lifted the pin on kernel" in lines[1] and apt_hold.PREFERENCES in lines[1]
     assert pinned_state(tmp_path) == {}
     assert not (tmp_path / apt_hold.PREFERENCES.lstrip("/")).exists()
-    assert pin.remove(root, Runner(), DEB_NEW, why="x") == [f"kzguard: {DEB_NEW} is not pinned"]
+    assert pin.remove(Context(root, Runner()), DEB_NEW, why="x") == [
+        f"kzguard: {DEB_NEW} is not pinned"
+    ]
     # a stanza whose state entry was lost (a corrupt state file) still goes with `pin remove`
-    pin.add(root, Runner(), DEB_NEW, reason=REASON, who="t", auto=True)
+    pin.add(Context(root, Runner()), DEB_NEW, reason=REASON, who="t", auto=True)
     (tmp_path / state.STATE_FILE.lstrip("/")).unlink()
-    (line,) = pin.remove(root, Runner(), DEB_NEW, why="x")
+    (line,) = pin.remove(Context(root, Runner()), DEB_NEW, why="x")
     assert line.startswith(f"kzguard: apt: lifted the pin on kernel {DEB_NEW}")
     assert apt_hold.read(root) == ([], [])
 
@@ -106,8 +110,15 @@ def test_an_apt_run_does_not_lift_a_kernel_pin(tmp_path):
     """apt's own upkeep lifts the holds of its hold policy, never a post-install pin."""
     debian_root(tmp_path).kernel(sc.DEBIAN_RUNNING).zfs_source("2.2.7", "4.18", "6.12")
     root = Root(tmp_path)
-    pin.add(root, Runner(), DEB_NEW, reason=REASON, who="t", codes=["module-missing"], auto=True)
-    assert apt_hold.lift_unneeded(root, Runner(), Transaction("apt")) == []
+    pin.add(
+        Context(root, Runner()),
+        DEB_NEW,
+        reason=REASON,
+        who="t",
+        codes=["module-missing"],
+        auto=True,
+    )
+    assert apt.lift_unneeded(Context(root, Runner()), Transaction("apt")) == []
     assert [p.kind for p in apt_hold.read(root)[0]] == ["pin"]
     assert DEB_NEW in pinned_state(tmp_path)
 
@@ -121,7 +132,7 @@ def test_apt_hold_entries_are_not_kernel_pins(tmp_path):
 def test_dry_run_changes_nothing(tmp_path):
     debian_root(tmp_path)
     root = Root(tmp_path)
-    lines = pin.add(root, Runner(dry_run=True), DEB_NEW, reason=REASON, who="t", auto=True)
+    lines = pin.add(Context(root, Runner(dry_run=True)), DEB_NEW, reason=REASON, who="t", auto=True)
     assert lines[0].startswith(f"kzguard: would pin kernel {DEB_NEW}")
     assert "would pin the packages" in lines[1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["etc", "var"]
@@ -135,14 +146,14 @@ def test_dnf5_pin_is_a_versionlock_exclude(tmp_path):
     tree.write("/usr/lib/sysimage/rpm/rpmdb.sqlite", "")
     tree.write("/usr/bin/dnf5", "")
     root = Root(tmp_path)
-    lines = pin.add(root, Runner(), sc.FEDORA_NEW, reason=REASON, who="t", auto=True)
+    lines = pin.add(Context(root, Runner()), sc.FEDORA_NEW, reason=REASON, who="t", auto=True)
     assert any("dnf: the kzguard plugin keeps the packages" in line for line in lines)
     assert any(f"dnf5: holding {sc.FEDORA_NEW} back" in line for line in lines)
     text = (tmp_path / "etc/dnf/versionlock.toml").read_text()
     assert 'name = "kernel-core"' in text and 'value = "6.13.2-200.fc41"' in text
     # the dnf plugin's exclude list comes from the same state entry
     assert [h.release for h in dnf.pinned(root)] == [sc.FEDORA_NEW]
-    pin.remove(root, Runner(), sc.FEDORA_NEW, why="t")
+    pin.remove(Context(root, Runner()), sc.FEDORA_NEW, why="t")
     assert not (tmp_path / "etc/dnf/versionlock.toml").exists()
     assert dnf.pinned(root) == []
 
@@ -155,14 +166,14 @@ def test_dnf5_upkeep_keeps_the_hold_of_a_pinned_kernel(tmp_path):
     sc.fedora_dkms(tmp_path)
     HostTree(tmp_path).write("/usr/bin/dnf5", "")
     root = Root(tmp_path)
-    pin.add(root, Runner(), sc.FEDORA_NEW, reason=REASON, who="t", auto=True)
+    pin.add(Context(root, Runner()), sc.FEDORA_NEW, reason=REASON, who="t", auto=True)
     hook = dnf5.Dnf5Input(Transaction("dnf5"), hook="repos_configured", plugin="1.4.0")
-    assert dnf5.maintain(str(tmp_path), Runner(), hook, None) == []
+    assert dnf5.maintain(Context(Root(tmp_path), Runner()), hook) == []
     assert "6.13.2-200.fc41" in (tmp_path / "etc/dnf/versionlock.toml").read_text()
 
 
 def test_a_root_without_a_package_manager_keeps_the_pin_in_the_state(tmp_path):
-    lines = pin.add(Root(tmp_path), Runner(), DEB_NEW, reason="r", who="t")
+    lines = pin.add(Context(Root(tmp_path), Runner()), DEB_NEW, reason="r", who="t")
     assert lines[-1].endswith("the pin is in the state file only")
     assert pinned_state(tmp_path)[DEB_NEW]["manager"] == ""
 
@@ -206,7 +217,14 @@ def arch_root(path) -> HostTree:
 def test_the_pacman_hook_refuses_a_pinned_kernel(tmp_path, capsys, monkeypatch, fake_zfs):
     arch_root(tmp_path)
     root = Root(tmp_path)
-    pin.add(root, Runner(), ARCH_NEW, reason=REASON, who="t", codes=["module-missing"], auto=True)
+    pin.add(
+        Context(root, Runner()),
+        ARCH_NEW,
+        reason=REASON,
+        who="t",
+        codes=["module-missing"],
+        auto=True,
+    )
     targets = f"usr/lib/modules/{ARCH_NEW}/vmlinuz\n"
     monkeypatch.delenv("KZGUARD_ALLOW", raising=False)
 
@@ -232,12 +250,14 @@ def test_the_gate_lifts_a_pin_the_new_zfs_clears(tmp_path, fake_zfs):
     arch_root(tmp_path)
     root = Root(tmp_path)
     new = "6.13.1-arch1-1"
-    pin.add(root, Runner(), new, reason=REASON, who="t", codes=["kernel-too-new"], auto=True)
-    pin.add(root, Runner(), "6.13.2-arch1-1", reason="admin", who="root")  # manual: stays
-    blocked = run_gate(root, Transaction("pacman", install=(new,)), env={})
+    pin.add(
+        Context(root, Runner()), new, reason=REASON, who="t", codes=["kernel-too-new"], auto=True
+    )
+    pin.add(Context(root, Runner()), "6.13.2-arch1-1", reason="admin", who="root")  # manual: stays
+    blocked = run_gate(Context(root, Runner(), env={}), Transaction("pacman", install=(new,)))
     assert blocked.blocks and new in pin.current(root)
     tx = Transaction("pacman", install=(new,), zfs_version="2.3.1", zfs_packages=("zfs-dkms",))
-    decision = run_gate(root, tx, env={})
+    decision = run_gate(Context(root, Runner(), env={}), tx)
     assert decision.action == "allow", decision.lines
     assert decision.lines[0] == (
         f"kzguard: lifted the pin on kernel {new}: a new check finds it safe with ZFS 2.3.1"
@@ -254,12 +274,19 @@ def test_a_missing_module_pin_is_not_lifted_by_range(tmp_path):
     tree = arch_root(tmp_path)
     tree.kernel(ARCH_NEW, modules_root="/usr/lib/modules")  # DKMS failed: no module
     root = Root(tmp_path)
-    pin.add(root, Runner(), ARCH_NEW, reason=REASON, who="t", codes=["module-missing"], auto=True)
+    pin.add(
+        Context(root, Runner()),
+        ARCH_NEW,
+        reason=REASON,
+        who="t",
+        codes=["module-missing"],
+        auto=True,
+    )
     host = gather(root)
-    assert pin.lift_safe(root, Runner(), host, Config.defaults()) == pin.Lifted()
+    assert liftable(host, Config.defaults(), pin.current(root).values()) == []
     # a manual pin is never lifted by a check, even on a safe kernel
-    pin.add(root, Runner(), ARCH_OLD, reason="admin", who="root")
-    assert pin.lift_safe(root, Runner(), host, Config.defaults()) == pin.Lifted()
+    pin.add(Context(root, Runner()), ARCH_OLD, reason="admin", who="root")
+    assert liftable(host, Config.defaults(), pin.current(root).values()) == []
     assert sorted(pin.current(root)) == [ARCH_NEW, ARCH_OLD]
 
 
@@ -307,9 +334,10 @@ RACER = """
 import sys
 from kzguard.actions import pin
 from kzguard.root import Root, Runner
+from kzguard.context import Context
 root, releases = Root(sys.argv[1]), sys.argv[2:]
 for release in releases:
-    pin.add(root, Runner(), release, reason="race", who="t", auto=True)
+    pin.add(Context(root, Runner()), release, reason="race", who="t", auto=True)
 """
 
 
@@ -366,7 +394,7 @@ def test_a_corrupt_state_is_kept_aside_with_a_journal_warning_and_rebuilt(tmp_pa
     path = tmp_path / state.STATE_FILE.lstrip("/")
     path.parent.mkdir(parents=True)
     path.write_text('{"format": 1, "pins": []}')
-    pin.add(Root(tmp_path), Runner(), DEB_NEW, reason="r", who="t")
+    pin.add(Context(Root(tmp_path), Runner()), DEB_NEW, reason="r", who="t")
     (aside,) = path.parent.glob("state.json.corrupt-*")
     assert aside.read_text() == '{"format": 1, "pins": []}'
     assert list(pinned_state(tmp_path)) == [DEB_NEW]

@@ -19,6 +19,7 @@ from devtools.hostbuilder import HostTree
 from kzguard.actions import apt_hold, pin, state
 from kzguard.base.errors import CommandError
 from kzguard.config import load_config
+from kzguard.context import Context
 from kzguard.guard import postinstall
 from kzguard.root import Root, Runner
 from tests import scenarios as sc
@@ -87,7 +88,7 @@ def debian(path: Path, *, module: bool) -> HostTree:
 def check(path: Path, release: str = NEW, *, dry_run: bool = False) -> postinstall.Outcome:
     root = Root(path)
     config = load_config(root, None)
-    return postinstall.check(root, release, config=config, runner=Runner(dry_run=dry_run))
+    return postinstall.check(Context(root, Runner(dry_run=dry_run), config=config), release)
 
 
 def test_a_good_kernel_becomes_the_last_good_one(tmp_path, boot):
@@ -170,7 +171,7 @@ def test_the_recorded_last_good_kernel_wins_while_it_is_safe(tmp_path, boot):
     with state.locked(Root(tmp_path)) as st:  # gone: the newest safe kernel
         st.data["last_good"] = "6.1.0-20-amd64"
         st.save()
-    pin.remove(Root(tmp_path), Runner(), NEW, why="test")
+    pin.remove(Context(Root(tmp_path), Runner()), NEW, why="test")
     check(tmp_path)
     assert boot.calls[-1][0] == MIDDLE
 
@@ -196,7 +197,7 @@ def test_a_guard_that_fails_still_pins_and_meets_on_error(tmp_path, boot, capsys
     assert f"pinned kernel {NEW}" in err
     assert "exiting 1 so that the package manager reports" in err and "(on_error = block)" in err
     tree.config("on_error: allow\n")
-    pin.remove(Root(tmp_path), Runner(), NEW, why="test")
+    pin.remove(Context(Root(tmp_path), Runner()), NEW, why="test")
     assert postinstall.hook_main([NEW], root_option=str(tmp_path)) == 0
     assert f"kernel {NEW} stays installed unchecked" in capsys.readouterr().err
 
@@ -276,9 +277,13 @@ def test_releases_from_pacman_targets(tmp_path):
     root = Root(tmp_path)
     lines = ["usr/lib/modules/6.12.10-arch1-1/vmlinuz\n", "linux\n", ""]
     assert postinstall.releases_from_targets(root, lines) == ["6.12.10-arch1-1"]
-    pin.add(root, Runner(), "6.6.63-1-lts", reason="r", who="t", auto=True)
-    pin.add(root, Runner(), "6.12.4-arch1-1", reason="admin", who="root")  # manual: not rechecked
-    pin.add(root, Runner(), "6.14.1-arch1-1", reason="r", who="t", auto=True)  # not installed
+    pin.add(Context(root, Runner()), "6.6.63-1-lts", reason="r", who="t", auto=True)
+    pin.add(
+        Context(root, Runner()), "6.12.4-arch1-1", reason="admin", who="root"
+    )  # manual: not rechecked
+    pin.add(
+        Context(root, Runner()), "6.14.1-arch1-1", reason="r", who="t", auto=True
+    )  # not installed
     lines = ["usr/lib/modules/6.12.10-arch1-1/vmlinuz", "usr/src/zfs-2.3.1/META"]
     assert postinstall.releases_from_targets(root, lines) == ["6.12.10-arch1-1", "6.6.63-1-lts"]
 

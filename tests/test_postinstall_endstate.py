@@ -17,6 +17,7 @@ import pytest
 
 from kzguard.actions import pin, state
 from kzguard.base.transaction import Transaction
+from kzguard.context import Context
 from kzguard.guard import inflight, postinstall
 from kzguard.guard.gate import run_gate
 from kzguard.managers import apt
@@ -98,14 +99,16 @@ def test_the_gate_records_a_transaction_that_goes_ahead_only(tmp_path, boot):
     root = Root(tmp_path)
     me = inflight.this_process()
     tx = Transaction("apt", install=("6.12.10-amd64",))
-    run_gate(root, tx, env={}, in_flight=me)
+    run_gate(Context(root, Runner(), env={}), tx, in_flight=me)
     record = inflight.record_of(state.read(root))
     assert (record["manager"], record["pid"], record["start"]) == ("apt", me.pid, me.start)
     assert record["kernels"] == ["6.12.10-amd64"] and record["queued"] == []
     with state.locked(root) as st:
         del st.data["transaction"]
         st.save()
-    run_gate(root, Transaction("apt", install=("6.14.1-amd64",)), env={}, in_flight=me)
+    run_gate(
+        Context(root, Runner(), env={}), Transaction("apt", install=("6.14.1-amd64",)), in_flight=me
+    )
     assert inflight.record_of(state.read(root)) is None  # refused: nothing runs
 
 
@@ -194,7 +197,7 @@ def test_another_managers_end_hook_leaves_the_record(tmp_path, boot):
 
 def test_the_end_hook_lifts_a_pin_a_new_zfs_fixed(tmp_path, boot):
     tree = debian(tmp_path, module=False)
-    postinstall.check(Root(tmp_path), NEW, config=_config(tmp_path), runner=Runner())
+    postinstall.check(Context(Root(tmp_path), Runner(), config=_config(tmp_path)), NEW)
     assert NEW in pin.current(Root(tmp_path))
     for name in ("zfs", "spl"):  # the transaction upgraded ZFS; DKMS built it for NEW
         tree.module(NEW, name, "2.2.7-1")
@@ -208,7 +211,7 @@ def test_the_end_hook_lifts_a_pin_a_new_zfs_fixed(tmp_path, boot):
 
 def test_a_pin_still_failing_stays_in_one_line(tmp_path, boot):
     debian(tmp_path, module=False)
-    postinstall.check(Root(tmp_path), NEW, config=_config(tmp_path), runner=Runner())
+    postinstall.check(Context(Root(tmp_path), Runner(), config=_config(tmp_path)), NEW)
     _record(tmp_path, inflight.this_process())
     out = io.StringIO()
     postinstall.finish_main("apt", root_option=str(tmp_path), out=out, env={})

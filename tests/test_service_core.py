@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kzguard.base.transaction import Transaction
+from kzguard.context import Context
 from kzguard.guard.gate import run_gate
 from kzguard.root import Root, Runner
 from kzguard.service.core import Core
@@ -44,9 +45,11 @@ def test_counters_come_from_the_state_file(tmp_path, fake_zfs):
     (tmp_path / "proc/self").mkdir(parents=True)
     (tmp_path / "proc/self/mounts").write_text("rpool/ROOT/fedora / zfs rw 0 0\n")
     root = Root(tmp_path)
-    run_gate(root, Transaction("dnf", install=(sc.FEDORA_NEW,)), env={})
-    run_gate(root, Transaction("apt", install=(sc.FEDORA_NEW,)), env={})
-    run_gate(root, Transaction("dnf", install=("6.12.11-200.fc41.x86_64",)), env={})
+    run_gate(Context(root, Runner(), env={}), Transaction("dnf", install=(sc.FEDORA_NEW,)))
+    run_gate(Context(root, Runner(), env={}), Transaction("apt", install=(sc.FEDORA_NEW,)))
+    run_gate(
+        Context(root, Runner(), env={}), Transaction("dnf", install=("6.12.11-200.fc41.x86_64",))
+    )
     snapshot = Core(root, runner=Runner()).check()
     assert snapshot.blocked == {"dnf": 1, "apt": 1}
     assert snapshot.snapshot_success is not None

@@ -38,6 +38,12 @@ class Kzguard(dnf.Plugin):
         super().__init__(base, cli)
         self.config_path = None
         self.judged = None  # resolved()'s outcome, for pre_transaction()
+        self.session = None  # one context for this dnf run's hooks (kzguard.managers.dnf)
+
+    def _session(self, adapter):
+        if self.session is None:
+            self.session = adapter.Session(self.base.conf.installroot, self.config_path)
+        return self.session
 
     def config(self):
         conf = self.read_config(self.base.conf)
@@ -52,7 +58,10 @@ class Kzguard(dnf.Plugin):
             from kzguard.managers import dnf as adapter
 
             query, lines = adapter.sack_excludes(
-                self.base.sack, self.base.conf.installroot, config_path=self.config_path
+                self.base.sack,
+                self.base.conf.installroot,
+                config_path=self.config_path,
+                session=self._session(adapter),
             )
         except Exception as exc:  # noqa: BLE001 - resolved() still judges the transaction
             logger.warning(
@@ -83,6 +92,7 @@ class Kzguard(dnf.Plugin):
             self.base.conf.installroot,
             config_path=self.config_path,
             argv=sys.argv,
+            session=self._session(adapter),
         )
         self.judged = outcome
         if outcome.refuse:
@@ -102,6 +112,7 @@ class Kzguard(dnf.Plugin):
                 config_path=self.config_path,
                 allowed=self.judged.allowed,
                 argv=sys.argv,
+                session=self._session(adapter),
             )
             if outcome.refuse:
                 raise dnf.exceptions.Error("\n".join(outcome.lines))
@@ -112,6 +123,7 @@ class Kzguard(dnf.Plugin):
             self.base.conf.installroot,
             config_path=self.config_path,
             lifted=self.judged.lifted if self.judged is not None else (),
+            session=self._session(adapter),
         ):
             logger.warning(line)
 

@@ -35,8 +35,6 @@ from kzguard.base.record import Record
 
 if TYPE_CHECKING:
     from kzguard.base.transaction import Transaction
-    from kzguard.config import Config
-    from kzguard.facts.host import Host
     from kzguard.judge.decision import Decision
     from kzguard.root import Root, Runner
 
@@ -287,52 +285,6 @@ def _write(root: Root, runner: Runner, text: str) -> None:
         replace_or_remove(path, text)
     except OSError as exc:
         raise HoldError(f"cannot write {path}: {exc.strerror or exc}") from exc
-
-
-# --- lifting -----------------------------------------------------------------------------------
-
-
-def lift_unneeded(
-    root: Root, runner: Runner, tx: Transaction, config_path: Optional[str] = None
-) -> list[Pin]:
-    """Remove the pins no longer needed with the ZFS this transaction leaves (all of them
-    when the policy is not ``hold`` any more). ``pin`` stanzas are :mod:`kzguard.actions.pin`'s
-    to lift, never lifted here."""
-    from kzguard.config import load_config
-
-    pins = [p for p in read(root)[0] if p.kind != PIN]
-    if not pins:
-        return []
-    config = load_config(root, config_path)
-    if config.on_unsupported_kernel == "hold":
-        from kzguard.facts.host import gather_for
-
-        host = gather_for(root, config)
-        pins = [p for p in pins if not needed(host, config, p, tx)]
-    return remove(root, runner, [p.key for p in pins])
-
-
-def needed(host: Host, config: Config, pin: Pin, tx: Transaction) -> bool:
-    """Whether ``pin`` still keeps back something that would not load ZFS."""
-    from kzguard.base.transaction import Transaction
-    from kzguard.judge.policy import judge
-    from kzguard.judge.reasons import SAFE
-
-    if pin.kind == ZFS:  # judge the kernels that stay against the pinned ZFS
-        kernels = [k.release for k in host.installed if k.release not in tx.remove]
-        probe = Transaction("apt", zfs_version=pin.subject)
-    else:  # judge the kernel as if it came now, with the ZFS this transaction leaves
-        kernels = [pin.release]
-        no_module = (pin.release,) if "module-missing" in pin.codes else ()
-        probe = Transaction(
-            "apt", install=(pin.release,), zfs_version=tx.zfs_version, no_module=no_module
-        )
-    if not kernels:
-        return False
-    report = judge(
-        host, config.zfs_ranges, kernels=kernels, transaction=probe, ranges_origin=config.source
-    )
-    return any(k.verdict != SAFE for k in report.kernels)
 
 
 def _utc(now: Optional[float] = None) -> str:

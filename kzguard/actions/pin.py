@@ -1,21 +1,20 @@
 """Pins: keep one kernel release out of every package manager on the root, reversibly.
 
 A pin lives in the state file, ``pins[<release>]`` (why, since when, who, which managers),
-and in each package manager's own form, written after the state records it:
+and in each package manager's own form, written after the state records it. The forms are
+the managers' (:meth:`kzguard.managers.base.Manager.pin`), handed in by the run's context:
 
-- apt (``/var/lib/dpkg/status``): a ``Pin-Priority: -1`` stanza for the release's packages in
-  ``/etc/apt/preferences.d/kzguard`` (:func:`kzguard.actions.apt_hold.release_pin`);
-- dnf (an rpm database or ``/etc/dnf``): nothing more, the dnf plugin excludes the kernels
-  pinned in the state file from the sack;
-- dnf5 (``/usr/bin/dnf5`` or its state under ``/usr/lib/sysimage/libdnf5``): a versionlock
-  exclude in ``/etc/dnf/versionlock.toml`` (:mod:`kzguard.actions.dnf5_hold`);
-- pacman (``/var/lib/pacman/local``): nothing more, the pre-transaction gate refuses a pinned
-  kernel (:func:`refusals`), as it does for every manager.
+- apt: a ``Pin-Priority: -1`` stanza for the release's packages in
+  ``/etc/apt/preferences.d/kzguard``;
+- dnf: nothing more, the dnf plugin excludes the kernels pinned in the state file;
+- dnf5: a versionlock exclude in ``/etc/dnf/versionlock.toml``;
+- pacman: nothing more, the pre-transaction gate refuses a pinned kernel (:func:`refusals`),
+  as it does for every manager.
 
-A pin kzguard makes itself (``auto``: after a failed post-install check) lifts itself when a
-later check finds the kernel safe (:func:`lift_safe`: the post-install hook, the
-pre-transaction gate); a pin an admin makes with ``kzguard pin add`` stays until ``kzguard
-pin remove``. Pins made by apt's ``hold`` policy (``pins["apt:..."]``) are
+A pin kzguard makes itself (``auto``: after a failed post-install check) is lifted when a
+later check finds the kernel safe: the judge names those (:func:`kzguard.judge.holds.liftable`)
+and :func:`lift` carries it out. A pin an admin makes with ``kzguard pin add`` stays until
+``kzguard pin remove``. Pins made by apt's ``hold`` policy (``pins["apt:..."]``) are
 :mod:`~kzguard.actions.apt_hold`'s and are not listed here. Every change goes to the journal
 (``pin-added``, ``pin-removed``) and honours ``--dry-run``.
 """
@@ -30,20 +29,11 @@ from kzguard.base import journal
 from kzguard.base.record import Record
 
 if TYPE_CHECKING:
-    from kzguard.base.transaction import Transaction
-    from kzguard.config import Config
-    from kzguard.facts.host import Host
-    from kzguard.root import Root, Runner
+    from kzguard.context import Context
+    from kzguard.managers.base import Manager
+    from kzguard.root import Root
 
-APT, DNF, DNF5, PACMAN = "apt", "dnf", "dnf5", "pacman"
 POST_INSTALL_REASON = "pinned by kzguard after a failed post-install check"
-_MARKERS = (
-    (APT, ("/var/lib/dpkg/status",)),
-    (DNF, ("/var/lib/rpm", "/usr/lib/sysimage/rpm", "/var/lib/dnf", "/etc/dnf")),
-    (DNF5, ("/usr/bin/dnf5", "/usr/lib/sysimage/libdnf5")),
-    (PACMAN, ("/var/lib/pacman/local",)),
-)
-RANGE_CODES = frozenset({"kernel-too-new", "kernel-too-old"})
 
 
 class PinInfo(Record):
@@ -88,15 +78,10 @@ class PinInfo(Record):
 
 
 class Lifted(Record):
-    """The pins :func:`lift_safe` lifted (or would lift, under ``--dry-run``) and what to say."""
+    """The pins :func:`lift` lifted (or would lift, under ``--dry-run``) and what to say."""
 
     releases: tuple[str, ...] = ()
     lines: tuple[str, ...] = ()
-
-
-def managers_in(root: Root) -> list[str]:
-    """The package managers whose databases are in ``root``."""
-    return [name for name, paths in _MARKERS if any(root.exists(p) for p in paths)]
 
 
 def from_state(data: Mapping[str, Any]) -> dict[str, PinInfo]:
@@ -131,8 +116,7 @@ def refusals(data: Mapping[str, Any]) -> dict[str, str]:
 
 
 def add(
-    root: Root,
-    runner: Runner,
+    ctx: Context,
     release: str,
     *,
     reason: str,
@@ -145,42 +129,46 @@ def add(
     the pin as it is (an admin's stays an admin's) and only writes a missing manager form."""
     from kzguard.actions import state
 
-    reconcile(root, runner)  # an earlier run killed half-way is finished first
-    managers = managers_in(root)
-    pin = PinInfo(release, reason, _utc(), who, ",".join(managers), tuple(codes), auto)
+    root, runner = ctx.root, ctx.runner
+    reconcile(ctx)  # an earlier run killed half-way is finished first
+    present = ctx.managers
+    names = [m.name for m in present]
+    pin = PinInfo(release, reason, _utc(), who, ",".join(names), tuple(codes), auto)
     verb = "would pin" if runner.dry_run else "pinned"
     with state.locked(root, dry_run=runner.dry_run) as st:
         old = from_state(st.data).get(release)
         if old is None:
             st.data["pins"][release] = pin.to_state()
             message = f"{verb} kernel {release}: {reason}"
-            st.event("pin-added", message, kernel=release, manager=managers, who=who)
+            st.event("pin-added", message, kernel=release, manager=names, who=who)
             st.save()
+    ctx.refresh()
     if old is not None:
         lines = [f"kzguard: {release} stays pinned ({old.reason}, since {old.time})"]
-        return lines + _apply(root, runner, old._replace(codes=pin.codes), managers, adding=True)
+        return lines + _write_forms(ctx, present, release, pin.codes)
     until = "a check finds it safe" if auto else f"`kzguard pin remove {release}`"
     lines = [
         f"kzguard: {verb} kernel {release}: no package manager installs it again until {until}"
     ]
-    lines += _apply(root, runner, pin, managers, adding=True)
+    lines += _write_forms(ctx, present, release, pin.codes)
     if not runner.dry_run:
         journal.event(
             "pin-added",
             message,
             priority=journal.NOTICE,
             kernel=release,
-            manager=managers,
+            manager=names,
             codes=list(codes),
         )
     return lines
 
 
-def remove(root: Root, runner: Runner, release: str, *, why: str) -> list[str]:
+def remove(ctx: Context, release: str, *, why: str) -> list[str]:
     """Lift the pin on ``release`` everywhere it lives; ``why`` says who or what lifted it."""
     from kzguard.actions import state
 
-    reconcile(root, runner, adopt=False)  # an orphan stanza is what this removes
+    root, runner = ctx.root, ctx.runner
+    reconcile(ctx, adopt=False)  # an orphan stanza is what this removes
     verb = "would lift" if runner.dry_run else "lifted"
     with state.locked(root, dry_run=runner.dry_run) as st:
         pin = from_state(st.data).get(release)
@@ -189,50 +177,22 @@ def remove(root: Root, runner: Runner, release: str, *, why: str) -> list[str]:
             message = f"{verb} the pin on kernel {release}: {why}"
             st.event("pin-removed", message, kernel=release, manager=pin.managers)
             st.save()
+    ctx.refresh()
+    # every form a pin can take, in case a manager was installed or removed since
+    found = [line for m in ctx.all_managers for line in m.unpin(ctx, release)]
     if pin is None:  # a manager's form may be left without its state entry (a lost state file)
-        found = _apply(root, runner, PinInfo(release, ""), [APT, DNF5], adding=False)
         return found or [f"kzguard: {release} is not pinned"]
-    # every form a pin can take here, in case a manager was installed or removed since
-    lines = [f"kzguard: {message}"]
-    lines += _apply(root, runner, pin, [APT, DNF5], adding=False)
     if not runner.dry_run:
         journal.event("pin-removed", message, kernel=release, manager=pin.managers)
-    return lines
+    return [f"kzguard: {message}", *found]
 
 
-def _apply(
-    root: Root, runner: Runner, pin: PinInfo, managers: Sequence[str], *, adding: bool
+def _write_forms(
+    ctx: Context, present: Sequence[Manager], release: str, codes: Sequence[str]
 ) -> list[str]:
-    """Write or lift the managers' own forms of ``pin``; the lines say what happened."""
-    lines: list[str] = []
-    release = pin.release
-    dry = runner.dry_run
-    for manager in managers:
-        if manager == APT:
-            from kzguard.actions import apt_hold
-
-            stanza = apt_hold.release_pin(release, pin.codes)
-            if adding and apt_hold.add(root, runner, [stanza], record=False):
-                names = ", ".join(stanza.packages[:2])
-                lines.append(
-                    f"kzguard: apt: {'would pin' if dry else 'pinned'} the packages of {release} "
-                    f"({names}, ...) with Pin-Priority -1 in {apt_hold.PREFERENCES}"
-                )
-            elif not adding and apt_hold.remove(root, runner, [stanza.key], record=False):
-                lines.append(f"kzguard: apt: {apt_hold.describe(stanza, lifted=True, dry_run=dry)}")
-        elif manager == DNF5:
-            lines += _dnf5(root, runner, release, adding=adding)
-        elif manager == DNF and adding:
-            lines.append(
-                f"kzguard: dnf: the kzguard plugin keeps the packages of {release} out of "
-                "every transaction while it is pinned"
-            )
-        elif manager == PACMAN and adding:
-            lines.append(
-                f"kzguard: pacman: the kzguard pre-transaction hook refuses {release} while it "
-                "is pinned"
-            )
-    if adding and not managers:
+    """Each present manager's own form of the pin on ``release``; the lines say what happened."""
+    lines = [line for m in present for line in m.pin(ctx, release, tuple(codes))]
+    if not present:
         lines.append(
             "kzguard: no package manager database found on this root: the pin is in the state "
             "file only"
@@ -240,119 +200,57 @@ def _apply(
     return lines
 
 
-def _dnf5(root: Root, runner: Runner, release: str, *, adding: bool) -> list[str]:
-    from kzguard.actions.dnf5_hold import VERSIONLOCK, locked
-
-    if not adding and not root.exists(VERSIONLOCK):
-        return []
-    with locked(root, runner) as lock:  # read-modify-write under kzguard's lock for the file
-        held = lock.held()
-        if adding == (release in held):
-            return []
-        wanted = [*held, release] if adding else [r for r in held if r != release]
-        lines = lock.write(root, runner, wanted)
-    return [line.replace("kzguard: ", "kzguard: dnf5: ", 1) for line in lines]
-
-
 # --- replaying an interrupted change -----------------------------------------------------------
 
 
-def reconcile(root: Root, runner: Runner, *, adopt: bool = True) -> list[str]:
+def reconcile(ctx: Context, *, adopt: bool = True) -> list[str]:
     """Make the state file and the managers' forms agree after a run killed between them.
 
-    The state is written first, so a pin there without its APT stanza or dnf5 hold gets it
-    now. An APT ``pin`` stanza the state does not record (its entry lost, or a ``pin remove``
-    killed half-way) is adopted back into the state with ``adopt``: a pin is never dropped
-    on a guess, and ``kzguard pin remove`` lifts it. dnf5 holds without a pin are the dnf5
-    upkeep's (hold mode owns them)."""
-    from kzguard.actions import apt_hold, state
+    The state is written first, so a pin there without its manager form gets it now. A form
+    the state does not record (its entry lost, or a ``pin remove`` killed half-way) is
+    adopted back into the state with ``adopt`` where the manager says its forms are only
+    pins (apt): a pin is never dropped on a guess, and ``kzguard pin remove`` lifts it.
+    dnf5 holds without a pin are the dnf5 upkeep's (hold mode owns them)."""
+    from kzguard.actions import state
 
-    pins = current(root)
-    managers = managers_in(root)
+    pins = current(ctx.root)
     lines: list[str] = []
-    if APT in managers:
-        stanzas, _ = apt_hold.read(root)
-        ours = {p.subject: p for p in stanzas if p.kind == apt_hold.PIN}
-        missing = [apt_hold.release_pin(r, pins[r].codes) for r in sorted(set(pins) - set(ours))]
-        if missing and apt_hold.add(root, runner, missing, record=False):
-            done = ", ".join(p.subject for p in missing)
-            lines.append(f"kzguard: apt: wrote the pins of {done}, recorded but not written")
-        orphans = sorted(set(ours) - set(pins)) if adopt else []
-        if orphans:
-            with state.locked(root, dry_run=runner.dry_run) as st:
-                for release in orphans:
-                    found = PinInfo(
-                        release,
-                        "recovered from the APT preferences file (its state entry was lost)",
-                        ours[release].since,
-                        "kzguard",
-                        APT,
-                        ours[release].codes,
-                        auto=False,
-                    )
-                    st.data["pins"].setdefault(release, found.to_state())
-                st.save()
-            lines.append(
-                f"kzguard: recorded the pins found only in APT's file: {', '.join(orphans)}"
-            )
-    if DNF5 in managers and pins:
-        from kzguard.actions.dnf5_hold import locked
-
-        with locked(root, runner) as lock:
-            held = lock.held()
-            missing_holds = [r for r in pins if r not in held]
-            if missing_holds:
-                lines += lock.write(root, runner, [*held, *missing_holds])
+    for manager in ctx.managers:
+        forms = manager.pinned(ctx.root)
+        for release in sorted(set(pins) - set(forms)):
+            lines += manager.pin(ctx, release, pins[release].codes)
+        orphans = sorted(set(forms) - set(pins)) if adopt and manager.adopts else []
+        if not orphans:
+            continue
+        with state.locked(ctx.root, dry_run=ctx.dry_run) as st:
+            for release in orphans:
+                found = PinInfo(
+                    release,
+                    f"recovered from {manager.name}'s own file (its state entry was lost)",
+                    forms[release].since,
+                    "kzguard",
+                    manager.name,
+                    forms[release].codes,
+                    auto=False,
+                )
+                st.data["pins"].setdefault(release, found.to_state())
+            st.save()
+        ctx.refresh()
+        lines.append(
+            f"kzguard: recorded the pins found only in {manager.name}'s file: {', '.join(orphans)}"
+        )
     return lines
 
 
 # --- lifting ----------------------------------------------------------------------------------
 
 
-def lift_safe(
-    root: Root,
-    runner: Runner,
-    host: Host,
-    config: Config,
-    *,
-    transaction: Optional[Transaction] = None,
-    only: Optional[Sequence[str]] = None,
-) -> Lifted:
-    """Lift kzguard's own pins on kernels a check now finds safe: judged with every check when
-    installed, against the ZFS ``transaction`` leaves (the installed one without it).
-
-    A kernel that is not installed is judged by range only, which clears a pin only when the
-    pin was for a range, or when the transaction changes ZFS (the post-install check then
-    judges the rebuilt module and pins it again if it fails). ``only`` limits the releases
-    looked at.
-    """
-    pins = current(root)
-    candidates = [p for p in pins.values() if p.auto and (only is None or p.release in only)]
-    if not candidates:
-        return Lifted()
-    from kzguard.judge.policy import judge
-
-    zfs_version = transaction.zfs_version if transaction else None
-    report = judge(
-        host,
-        config.zfs_ranges,
-        kernels=[p.release for p in candidates],
-        zfs_version=zfs_version,
-        ranges_origin=config.source,
-    )
-    verdicts = {k.release: k for k in report.kernels}
+def lift(ctx: Context, lifts: Sequence[tuple[str, str]]) -> Lifted:
+    """Lift the pins the judge named (release, why); what was (or would be) lifted."""
     lifted = Lifted()
-    for pin in candidates:
-        verdict = verdicts.get(pin.release)
-        if verdict is None or not verdict.safe:
-            continue
-        installed = host.installed_kernel(pin.release) is not None
-        if not (installed or zfs_version or (pin.codes and set(pin.codes) <= RANGE_CODES)):
-            continue
-        with_zfs = f" with ZFS {zfs_version}" if zfs_version else ""
-        why = f"a new check finds it safe{with_zfs}"
-        lines = remove(root, runner, pin.release, why=why)
-        lifted = Lifted((*lifted.releases, pin.release), (*lifted.lines, *lines))
+    for release, why in lifts:
+        lines = remove(ctx, release, why=why)
+        lifted = Lifted((*lifted.releases, release), (*lifted.lines, *lines))
     return lifted
 
 

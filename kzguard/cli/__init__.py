@@ -26,6 +26,7 @@ TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:
     from typing import Optional
 
+    from kzguard.context import Context
     from kzguard.judge.policy import Report
 
 _ZFS_VERSION = re.compile(r"(zfs-)?\d+\.\d+(\.\d+)?(-rc\d+)?(-\d+)?\Z")
@@ -201,6 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def context(args: argparse.Namespace) -> Context:
+    """The command's one context: ``--root``, ``--config`` and ``--dry-run`` as given."""
+    from kzguard.context import Context
+
+    return Context.of_command(args)
+
+
 def _report(
     args: argparse.Namespace,
     kernels: Sequence[str] = (),
@@ -208,14 +216,12 @@ def _report(
     *,
     verify_signatures: bool = False,
 ) -> Report:
-    from kzguard.config import load_config
     from kzguard.facts.host import gather_for
     from kzguard.judge.policy import judge
-    from kzguard.root import Root
 
-    root = Root.open(args.root or "/")
-    config = load_config(root, args.config)
-    host = gather_for(root, config, verify_signatures=verify_signatures)
+    ctx = context(args)
+    config = ctx.config
+    host = gather_for(ctx.root, config, verify_signatures=verify_signatures, runner=ctx.runner)
     return judge(
         host,
         config.zfs_ranges,
@@ -273,8 +279,6 @@ POST_TRANSACTION = "post-transaction"  # apt's DPkg::Post-Invoke: the end-state 
 
 def cmd_hook(args: argparse.Namespace) -> int:
     """Read the manager's protocol on stdin, run the gate, answer with an exit code."""
-    import importlib
-
     if args.manager == POST_INSTALL:
         return _post_install(args)
     if args.manager == POST_TRANSACTION:
@@ -283,7 +287,7 @@ def cmd_hook(args: argparse.Namespace) -> int:
         raise UsageError(f"hook {args.manager} takes no release and no --targets")
     from kzguard.guard.gate import hook_main
 
-    adapter = importlib.import_module(f"kzguard.managers.{args.manager}")
+    adapter = managers.get(args.manager)
     return hook_main(
         args.manager,
         adapter.read,
@@ -291,8 +295,8 @@ def cmd_hook(args: argparse.Namespace) -> int:
         root_option=args.root,
         config_path=args.config,
         dry_run=args.dry_run,
-        on_hold=getattr(adapter, "hold", None),
-        maintain=getattr(adapter, "maintain", None),
+        on_hold=adapter.hold,
+        maintain=adapter.maintain,
     )
 
 
@@ -333,9 +337,8 @@ def cmd_pin_list(args: argparse.Namespace) -> int:
     import json
 
     from kzguard.actions import pin
-    from kzguard.root import Root
 
-    pins = pin.current(Root.open(args.root or "/"))
+    pins = pin.current(context(args).root)
     if args.json:
         sys.stdout.write(json.dumps([p.to_dict() for p in pins.values()], indent=2) + "\n")
         return 0
@@ -353,24 +356,20 @@ def cmd_pin_list(args: argparse.Namespace) -> int:
 def cmd_pin_add(args: argparse.Namespace) -> int:
     from kzguard.actions import pin
     from kzguard.base.kernelrelease import parse_release
-    from kzguard.root import Root, Runner
 
     parse_release(args.release)
     who = _who()
     reason = f"pinned by {who} with `kzguard pin add`" + (f": {args.reason}" if args.reason else "")
-    root = Root.open(args.root or "/")
-    for line in pin.add(root, Runner(dry_run=args.dry_run), args.release, reason=reason, who=who):
+    for line in pin.add(context(args), args.release, reason=reason, who=who):
         print(line)
     return 0
 
 
 def cmd_pin_remove(args: argparse.Namespace) -> int:
     from kzguard.actions import pin
-    from kzguard.root import Root, Runner
 
-    root = Root.open(args.root or "/")
     why = f"removed by {_who()} with `kzguard pin remove`"
-    for line in pin.remove(root, Runner(dry_run=args.dry_run), args.release, why=why):
+    for line in pin.remove(context(args), args.release, why=why):
         print(line)
     return 0
 
@@ -382,9 +381,8 @@ def cmd_allow(args: argparse.Namespace) -> int:
     from kzguard.actions import state
     from kzguard.base import journal
     from kzguard.base.kernelrelease import parse_release
-    from kzguard.root import Root
 
-    root = Root.open(args.root or "/")
+    root = context(args).root
     if args.list or not args.release:
         for release, info in sorted(state.read(root)["allow"].items()):
             print(f"{release}  (added {info.get('time', '?')} by {info.get('by', '?')})")
@@ -418,9 +416,8 @@ def cmd_allow(args: argparse.Namespace) -> int:
 def cmd_cleanup(args: argparse.Namespace) -> int:
     """Take back kzguard's entries in the package managers' configuration."""
     from kzguard.actions.cleanup import remove_manager_config
-    from kzguard.root import Root, Runner
 
-    lines = remove_manager_config(Root.open(args.root or "/"), Runner(dry_run=args.dry_run))
+    lines = remove_manager_config(context(args))
     for line in lines or ["nothing of kzguard's in the package managers' configuration"]:
         print(f"kzguard: {line}")
     return EXIT_SAFE
@@ -429,14 +426,12 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 def cmd_snapshot(args: argparse.Namespace) -> int:
     """Snapshot the boot environment with the configured dataset and retention."""
     from kzguard.actions import snapshot
-    from kzguard.config import load_config
-    from kzguard.root import Root, Runner
 
-    root = Root.open(args.root or "/")
-    config = load_config(root, args.config)
+    ctx = context(args)
+    config = ctx.config
     result = snapshot.take(
-        root,
-        Runner(dry_run=args.dry_run),
+        ctx.root,
+        ctx.runner,
         dataset=config.snapshots.dataset,
         keep=config.snapshots.keep,
         manager="kzguard",

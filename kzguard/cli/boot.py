@@ -54,17 +54,15 @@ def add_parser(sub: Any, common: argparse.ArgumentParser, parser_class: Any) -> 
 
 
 def _facts(args: argparse.Namespace, kernels: list[str]) -> tuple[Any, BootState, dict]:
-    """The root, its bootloader and the verdicts on ``kernels`` (plus the entries' kernels)."""
-    from kzguard.config import load_config
+    """The run's context, its bootloader and the verdicts on ``kernels`` (plus the entries'
+    kernels)."""
+    from kzguard.context import Context
     from kzguard.facts.bootloader import read_boot
-    from kzguard.facts.host import gather_for
     from kzguard.judge.policy import judge
-    from kzguard.root import Root
 
-    root = Root.open(args.root or "/")
-    config = load_config(root, args.config)
-    host = gather_for(root, config)
-    boot = host.boot or read_boot(root)
+    ctx = Context.of_command(args)
+    config, host = ctx.config, ctx.host
+    boot = host.boot or read_boot(ctx.root, ctx.runner)
     wanted = [*kernels, *(e.kernel for e in (*boot.entries, boot.next) if e and e.kernel)]
     verdicts: dict[str, KernelVerdict] = {}
     if wanted:
@@ -75,16 +73,14 @@ def _facts(args: argparse.Namespace, kernels: list[str]) -> tuple[Any, BootState
             ranges_origin=config.source,
         )
         verdicts = {k.release: k for k in report.kernels}
-    return root, boot, verdicts
+    return ctx, boot, verdicts
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     import json
 
-    from kzguard.actions import state
-
-    root, boot, verdicts = _facts(args, [])
-    guard = state.read(root).get("boot") or None
+    ctx, boot, verdicts = _facts(args, [])
+    guard = ctx.state.get("boot") or None
     if args.json:
         data = {
             "loader": boot.loader,
@@ -104,10 +100,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_keep(args: argparse.Namespace) -> int:
     from kzguard.actions import boot as guard
     from kzguard.base.kernelrelease import parse_release
-    from kzguard.root import Runner
 
     parse_release(args.release)
-    root, boot, verdicts = _facts(args, [args.release])
+    ctx, boot, verdicts = _facts(args, [args.release])
     if boot.entry_for(args.release) is None:
         raise UsageError(
             f"{args.release} has no boot entry ({boot.loader}: "
@@ -124,16 +119,16 @@ def cmd_keep(args: argparse.Namespace) -> int:
         return EXIT_UNSAFE
     who = _who()
     reason = f"kept by {who} with `kzguard boot keep`" + (f": {args.reason}" if args.reason else "")
-    change = guard.keep(root, Runner(dry_run=args.dry_run), args.release, reason=reason)
+    change = guard.keep(ctx.root, ctx.runner, args.release, reason=reason)
     return _emit_change(args, change)
 
 
 def cmd_release(args: argparse.Namespace) -> int:
     from kzguard.actions import boot as guard
-    from kzguard.root import Root, Runner
+    from kzguard.context import Context
 
-    root = Root.open(args.root or "/")
-    return _emit_change(args, guard.release(root, Runner(dry_run=args.dry_run)))
+    ctx = Context.of_command(args)
+    return _emit_change(args, guard.release(ctx.root, ctx.runner))
 
 
 def _emit_change(args: argparse.Namespace, change: BootChange) -> int:

@@ -22,14 +22,13 @@ if TYPE_CHECKING:
 DEFAULT_PATH = "/etc/kzguard/kzguard.yaml"
 
 
-def load_config(root: Optional[Root] = None, path: Optional[str] = None) -> Config:
+def load_config(root: Root, path: Optional[str] = None) -> Config:
     """Load ``path`` (a host path) or, without it, ``DEFAULT_PATH`` inside ``root``.
 
     A missing default file gives the defaults; every other problem is a ConfigError.
     """
     if path is not None:
         return loads(_read_host(path), path)
-    root = root or Root("/")
     try:
         data = root.read_bytes(DEFAULT_PATH)
     except FactError as exc:

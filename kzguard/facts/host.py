@@ -262,7 +262,7 @@ def gather(
         certificates = tuple(found)
         problems += cert_problems
     dataset = root_dataset(root)
-    probe = Probe(certificates=certificates, initramfs=dataset is not None)
+    probe = Probe(certificates=certificates, initramfs=dataset is not None, runner=runner)
     everything = read_installed(root, base_distro.module_roots, guarded, probe)
     installed = [k for k in everything if k.error is None or k.release[:1].isdigit()]
     unreadable = tuple(
@@ -304,7 +304,13 @@ def gather(
     )
 
 
-def gather_for(root: Root, config: Config, *, verify_signatures: bool = False) -> Host:
+def gather_for(
+    root: Root,
+    config: Config,
+    *,
+    verify_signatures: bool = False,
+    runner: Optional[Runner] = None,
+) -> Host:
     """:func:`gather` with what the configuration says about modules and signatures."""
     return gather(
         root,
@@ -312,4 +318,5 @@ def gather_for(root: Root, config: Config, *, verify_signatures: bool = False) -
         require_signature=config.require_signature,
         trusted_certificates=config.trusted_certificates,
         verify_signatures=verify_signatures,
+        runner=runner,
     )

@@ -405,7 +405,9 @@ class _Decompressed:
         yield self._command(["lz4", "-dc"], data[self.start : pos])
 
     def _command(self, argv: list[str], data: bytes) -> bytes:
-        runner = self.runner or Runner()
+        runner = self.runner
+        if runner is None:
+            raise FactError(f"{argv[0]} data: no command may run here to decompress it")
         try:
             proc = runner.run_bytes(argv, input=data, max_output=self.budget.left)
         except CommandError as exc:

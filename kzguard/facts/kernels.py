@@ -12,7 +12,7 @@ from kzguard.base.errors import FactError
 from kzguard.base.record import Record
 from kzguard.facts.modinfo import COMPRESSION_SUFFIXES, ModInfo, load_module, read_modinfo
 from kzguard.facts.signature import read_trailer
-from kzguard.root import Root
+from kzguard.root import Root, Runner
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -130,6 +130,7 @@ class Probe(Record):
 
     certificates: Optional[tuple[Certificate, ...]] = None
     initramfs: bool = False
+    runner: Optional[Runner] = None  # runs zstd or lz4 where no module decompresses; None: nothing
 
 
 def installed_releases(root: Root, module_roots: Sequence[str]) -> dict[str, str]:
@@ -318,7 +319,7 @@ def _module_file(
         ambiguous=found.ambiguous,
     )
     try:
-        data = load_module(root, inner)
+        data = load_module(root, inner, runner=probe.runner)
         info = read_modinfo(data)
     except FactError as exc:
         return base._replace(error=str(exc)), None
@@ -334,7 +335,9 @@ def _module_file(
     return facts, (data if kabi else None)
 
 
-def kernel_build_signer(root: Root, modules_dir: str) -> Optional[SignerFacts]:
+def kernel_build_signer(
+    root: Root, modules_dir: str, runner: Optional[Runner] = None
+) -> Optional[SignerFacts]:
     """The signer of one of the kernel's own in-tree modules (under ``kernel/``): the key the
     kernel was built with, which its built-in keyring trusts."""
     from kzguard.facts.signature import signer_of
@@ -342,7 +345,7 @@ def kernel_build_signer(root: Root, modules_dir: str) -> Optional[SignerFacts]:
     try:
         for inner in root.walk_files(f"{modules_dir}/kernel"):
             if inner.endswith(COMPRESSION_SUFFIXES) and "/kernel/zfs/" not in inner:
-                return signer_of(load_module(root, inner))
+                return signer_of(load_module(root, inner, runner=runner))
     except FactError:  # unreadable (a link loop on the way): no key is trusted from it
         return None
     return None
@@ -377,7 +380,7 @@ def _with_kabi(
         modules[name] = module._replace(kabi=result)
 
 
-def read_initramfs(root: Root, release: str) -> InitramfsFacts:
+def read_initramfs(root: Root, release: str, runner: Optional[Runner] = None) -> InitramfsFacts:
     """Whether this kernel's initramfs carries the zfs module."""
     from kzguard.facts import initramfs
 
@@ -388,7 +391,7 @@ def read_initramfs(root: Root, release: str) -> InitramfsFacts:
     if path is None:
         return InitramfsFacts(None)
     try:
-        members = initramfs.list_members(root.read_bytes(path))
+        members = initramfs.list_members(root.read_bytes(path), runner=runner)
     except FactError as exc:
         return InitramfsFacts(path, error=str(exc))
     return InitramfsFacts(path, initramfs.contains_module(members, release, "zfs"))
@@ -427,7 +430,9 @@ def _read_kernel(
     index = _KernelIndex(root, release, modules_dir, names, config)
     modules: dict[str, Optional[ModuleFile]] = {}
     kabi_bytes: dict[str, bytes] = {}
-    signer = functools.lru_cache(maxsize=1)(partial(kernel_build_signer, root, modules_dir))
+    signer = functools.lru_cache(maxsize=1)(
+        partial(kernel_build_signer, root, modules_dir, probe.runner)
+    )
     for name in names:
         found = index.locate(name)
         if found is None:
@@ -438,7 +443,7 @@ def _read_kernel(
             kabi_bytes[name] = data
     if kabi_bytes:
         _with_kabi(root, release, modules, kabi_bytes)
-    image = read_initramfs(root, release) if probe.initramfs else None
+    image = read_initramfs(root, release, probe.runner) if probe.initramfs else None
     notes = list(config.problems)
     if index.dep_problem:
         notes.append(index.dep_problem)

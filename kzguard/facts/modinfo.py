@@ -63,7 +63,7 @@ def decompress(
         if compression == "gz":
             return _read_capped(gzip.GzipFile(fileobj=io.BytesIO(data)))
         if compression == "zst":
-            return _unzstd(data, runner or Runner())
+            return _unzstd(data, runner)
     except FactError:
         raise
     except (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError, CommandError) as exc:
@@ -86,10 +86,12 @@ def _check_size(size: int) -> None:
         raise FactError(f"decompressed module exceeds {MAX_MODULE_SIZE >> 20} MiB")
 
 
-def _unzstd(data: bytes, runner: Runner) -> bytes:
+def _unzstd(data: bytes, runner: Optional[Runner]) -> bytes:
     try:
         import zstandard
     except ImportError:
+        if runner is None:
+            raise FactError("zst data, no zstandard module, and no command may run here") from None
         return _unzstd_command(data, runner)
     try:
         return _unzstd_frames(zstandard, data)

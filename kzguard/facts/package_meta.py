@@ -303,13 +303,12 @@ def _unzstd_command(raw: IO[bytes], runner: Optional[Runner]) -> IO[bytes]:
     import io
 
     from kzguard.base.errors import CommandError
-    from kzguard.root import Runner
 
     data = raw.read(MAX_ARCHIVE + 1)
     try:
-        proc = (runner or Runner()).run_bytes(
-            ["zstd", "-dc"], input=data, max_output=MAX_COMMAND_OUTPUT
-        )
+        if runner is None:
+            raise ArchiveError("zstd data, no zstandard module, and no command may run here")
+        proc = runner.run_bytes(["zstd", "-dc"], input=data, max_output=MAX_COMMAND_OUTPUT)
     except (CommandError, OSError) as exc:
         raise ArchiveError(f"zstd data, no zstandard module, and `zstd -dc`: {exc}") from exc
     if len(proc.stdout) > MAX_COMMAND_OUTPUT:

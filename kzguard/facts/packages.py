@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 from collections.abc import Collection, Iterator
-from typing import IO, Any, Optional
+from typing import IO, Any
 
 from kzguard.base.errors import FactError
 from kzguard.base.record import Record
@@ -21,15 +21,6 @@ from kzguard.root import Root
 
 # what any reader may raise on bad input; each manager module adds its parsers' errors
 ERRORS: tuple[type, ...] = (OSError, EOFError, ValueError, LookupError, FactError)
-
-# (manager, in-root directories any of which means it has metadata, module reading them);
-# asked in this order, an earlier manager's release wins. pacman's local db is read even
-# without sync dbs, so that a broken ``desc`` there is still reported.
-_MANAGERS = (
-    ("dnf", ("/var/cache/libdnf5", "/var/cache/dnf"), "kzguard.facts.pending_dnf"),
-    ("apt", ("/var/lib/apt/lists",), "kzguard.facts.pending_apt"),
-    ("pacman", ("/var/lib/pacman/local",), "kzguard.facts.pending_pacman"),
-)
 
 
 class PendingKernel(Record):
@@ -56,7 +47,7 @@ def pending_kernels(
     problems: list[str] = []
     installed = set(installed_releases)
     found: list[PendingKernel] = []
-    for manager, dirs, module_name in _MANAGERS:
+    for manager, dirs, module_name in _readers():
         errors = ERRORS  # widened to the reader's own errors once it is imported
         try:
             if not any(root.is_dir(d) for d in dirs):
@@ -75,14 +66,13 @@ def pending_kernels(
     return result, problems
 
 
-def pacman_kernel_release(pkgname: str, version: str) -> Optional[str]:
-    """The ``uname -r`` of an Arch kernel package version (see the pacman reader)."""
-    from kzguard.facts.pending_pacman import pacman_kernel_release as release
+def _readers() -> list[tuple[str, tuple[str, ...], str]]:
+    """(manager, in-root directories any of which means it has metadata, facts module reading
+    them), from the registry, in its order: an earlier manager's release wins. pacman's local
+    db is read even without sync dbs, so that a broken ``desc`` there is still reported."""
+    from kzguard import managers
 
-    return release(pkgname, version)
-
-
-# --- helpers shared by the readers ------------------------------------------------------
+    return [(m.name, m.caches, m.pending_facts) for m in managers.every() if m.pending_facts]
 
 
 @contextlib.contextmanager

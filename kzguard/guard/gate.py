@@ -12,16 +12,14 @@ fails.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from collections.abc import Mapping
 
 from kzguard.base import journal
-from kzguard.base.record import Record
 from kzguard.base.transaction import Transaction
-from kzguard.judge.decision import ALLOW, BLOCK, HOLD, WARN, Decision
-from kzguard.root import Root, Runner
+from kzguard.judge.decision import ALLOW, ALLOW_ENV, BLOCK, HOLD, WARN, Decision, allowed_from_env
+from kzguard.managers.base import HookInput
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:
@@ -30,44 +28,23 @@ if TYPE_CHECKING:
     from kzguard.actions.pin import Lifted
     from kzguard.actions.state import State
     from kzguard.base.deadline import Overall
-    from kzguard.config import Config
-    from kzguard.facts.host import Host
+    from kzguard.context import Context
     from kzguard.guard.inflight import Process
 
-ALLOW_ENV = "KZGUARD_ALLOW"
 EXIT_REFUSE = 1
 
 
-class HookInput(Record):
-    """What an adapter read from its manager: the transaction and the root it works on."""
-
-    transaction: Transaction
-    root: Optional[str] = None
-    command: str = ""
-    # the manager runs ``kzguard hook post-transaction`` (or the like) on this root at the end,
-    # so a transaction that goes ahead is recorded and the post-install hooks inside it only
-    # queue their kernels (kzguard.guard.inflight)
-    final_check: bool = False
-
-
-def allowed_from_env(env: Mapping[str, str]) -> set[str]:
-    """Kernel releases named in ``KZGUARD_ALLOW`` (comma or space separated)."""
-    return {word for word in re.split(r"[\s,]+", env.get(ALLOW_ENV, "")) if word}
-
-
 def run_gate(
-    root: Root,
+    ctx: Context,
     transaction: Transaction,
     *,
-    config_path: Optional[str] = None,
-    env: Optional[Mapping[str, str]] = None,
-    runner: Optional[Runner] = None,
     command: str = "",
     in_flight: Optional[Process] = None,
     token: Optional[str] = None,
     lifted_into: Optional[list[str]] = None,
 ) -> Decision:
-    """Judge ``transaction`` on ``root`` and decide; snapshot first when it goes ahead.
+    """Judge ``transaction`` on the context's root and decide; snapshot first when it goes
+    ahead.
 
     With ``in_flight`` (the manager's process, whose end hook runs the final post-install
     check) a transaction that goes ahead is recorded in the state file, in the same write.
@@ -75,19 +52,16 @@ def run_gate(
     at ``pre_transaction``, for the end hook to check again).
     """
     from kzguard.actions import state
-    from kzguard.config import load_config
-    from kzguard.facts.host import gather_for
     from kzguard.judge.decision import decide
     from kzguard.judge.policy import judge
 
-    runner = runner or Runner()
-    env = os.environ if env is None else env
-    config = load_config(root, config_path)
-    if runner.overall is not None:  # the hook's deadline, as the configuration sets it
-        runner.overall.rearm(config.hook_timeout)
-    host = gather_for(root, config)
-    report = judge(host, config.zfs_ranges, transaction=transaction, ranges_origin=config.source)
-    lifted = _lift_pins(root, runner, host, config, transaction)
+    root, runner = ctx.root, ctx.runner
+    env = os.environ if ctx.env is None else ctx.env
+    config = ctx.config
+    report = judge(
+        ctx.host, config.zfs_ranges, transaction=transaction, ranges_origin=config.source
+    )
+    lifted = _lift_pins(ctx, transaction)
     if lifted_into is not None:
         lifted_into.extend(lifted.releases)
     from_env = allowed_from_env(env)
@@ -118,7 +92,7 @@ def run_gate(
                 manager=transaction.manager,
             )
         if decision.action in (ALLOW, WARN) and config.snapshots.enabled:  # it goes ahead
-            decision = _snapshot(root, runner, config, transaction, decision, st)
+            decision = _snapshot(ctx, transaction, decision, st)
         _record(st, transaction, decision)
         if in_flight is not None and decision.action in (ALLOW, WARN):
             from kzguard.guard import inflight
@@ -133,6 +107,7 @@ def run_gate(
                 lifted=lifted.releases,
             )
         st.save()
+    ctx.refresh()
     if not runner.dry_run:  # the service re-checks now rather than at its next look
         from kzguard.service.notify import notify_change
 
@@ -141,29 +116,25 @@ def run_gate(
 
 
 def recheck(
-    root: Root,
+    ctx: Context,
     transaction: Transaction,
     *,
-    config_path: Optional[str] = None,
     allowed: frozenset[str] = frozenset(),
-    env: Optional[Mapping[str, str]] = None,
     command: str = "",
 ) -> Decision:
     """Judge ``transaction`` again and decide, changing nothing (no snapshot, no record, no
     override used up): the dnf plugin's second look at ``pre_transaction``, once the package
     files are downloaded and their META can be read. ``allowed`` are the kernels the first
     decision let through by an admin's override."""
-    from kzguard.actions import state
-    from kzguard.config import load_config
-    from kzguard.facts.host import gather_for
     from kzguard.judge.decision import decide
     from kzguard.judge.policy import judge
 
-    env = os.environ if env is None else env
-    config = load_config(root, config_path)
-    host = gather_for(root, config)
-    report = judge(host, config.zfs_ranges, transaction=transaction, ranges_origin=config.source)
-    data = state.read(root)
+    env = os.environ if ctx.env is None else ctx.env
+    config = ctx.config
+    report = judge(
+        ctx.host, config.zfs_ranges, transaction=transaction, ranges_origin=config.source
+    )
+    data = ctx.state
     decision = decide(
         report,
         on_unsupported=config.on_unsupported_kernel,
@@ -175,16 +146,18 @@ def recheck(
     return decision._replace(lines=(*_zfs_lines(transaction), *decision.lines))
 
 
-def _lift_pins(
-    root: Root, runner: Runner, host: Host, config: Config, transaction: Transaction
-) -> Lifted:
+def _lift_pins(ctx: Context, transaction: Transaction) -> Lifted:
     """Lift kzguard's pins on kernels now safe with the ZFS the transaction leaves (one
     ``stat`` when nothing is pinned)."""
-    from kzguard.actions import pin, state
+    from kzguard.actions import pin
 
-    if not state.read(root)["pins"]:  # read() is empty for a missing, corrupt or looping file
+    if not ctx.state["pins"]:  # read() is empty for a missing, corrupt or looping file
         return pin.Lifted()
-    return pin.lift_safe(root, runner, host, config, transaction=transaction)
+    from kzguard.judge.holds import liftable
+
+    pins = pin.current(ctx.root).values()
+    lifts = liftable(ctx.host, ctx.config, pins, zfs_version=transaction.zfs_version)
+    return pin.lift(ctx, lifts)
 
 
 def _zfs_lines(transaction: Transaction) -> list[str]:
@@ -204,20 +177,14 @@ def _pinned(data: Mapping[str, object]) -> dict[str, str]:
     return pin.refusals(data)
 
 
-def _snapshot(
-    root: Root,
-    runner: Runner,
-    config: Config,
-    transaction: Transaction,
-    decision: Decision,
-    st: State,
-) -> Decision:
+def _snapshot(ctx: Context, transaction: Transaction, decision: Decision, st: State) -> Decision:
     from kzguard.actions import snapshot
 
     kernels = [*transaction.install, *transaction.remove]
     what = kernels[0] if kernels else "zfs"
+    config, runner = ctx.config, ctx.runner
     result = snapshot.take(
-        root,
+        ctx.root,
         runner,
         dataset=config.snapshots.dataset,
         keep=config.snapshots.keep,
@@ -257,14 +224,15 @@ def _record(st: State, transaction: Transaction, decision: Decision) -> None:
 
 def hook_main(
     manager: str,
-    read: Callable[[TextIO], HookInput],
+    read: Callable[[TextIO, Context], HookInput],
     *,
     stdin: TextIO,
     root_option: Optional[str] = None,
     config_path: Optional[str] = None,
     dry_run: bool = False,
-    on_hold: Optional[Callable[[Root, Runner, Decision, Transaction], list[str]]] = None,
-    maintain: Optional[Callable[[str, Runner, HookInput, Optional[str]], list[str]]] = None,
+    on_hold: Optional[Callable[[Context, Decision, Transaction], list[str]]] = None,
+    maintain: Optional[Callable[[Context, HookInput], list[str]]] = None,
+    env: Optional[Mapping[str, str]] = None,
 ) -> int:
     """Run the gate for one hook invocation; return the exit code the manager acts on.
 
@@ -277,58 +245,76 @@ def hook_main(
     root_path = root_option or "/"
     try:
         with overall() as limit:
-            return _hook(
-                manager, read, stdin, root_option, config_path, dry_run, on_hold, maintain, limit
-            )
+            hook = _Hook(manager, root_option, config_path, dry_run, limit, env)
+            return hook.run(read, stdin, on_hold, maintain)
     except Exception as exc:  # noqa: BLE001 - any failure of kzguard itself meets on_error
         return _on_error(manager, exc, root_path, config_path)
 
 
-def _hook(
-    manager: str,
-    read: Callable[[TextIO], HookInput],
-    stdin: TextIO,
-    root_option: Optional[str],
-    config_path: Optional[str],
-    dry_run: bool,
-    on_hold: Optional[Callable[[Root, Runner, Decision, Transaction], list[str]]],
-    maintain: Optional[Callable[[str, Runner, HookInput, Optional[str]], list[str]]],
-    limit: Overall,
-) -> int:
-    """:func:`hook_main` inside its overall deadline."""
-    root_path = root_option or "/"
-    try:
-        hook_input = read(stdin)
-        root_path = root_option or hook_input.root or "/"
-        runner = Runner(dry_run=dry_run, overall=limit)
-        upkeep = maintain(root_path, runner, hook_input, config_path) if maintain else []
-        for line in upkeep:
+class _Hook:
+    """One hook invocation inside its overall deadline (:func:`hook_main`)."""
+
+    def __init__(
+        self,
+        manager: str,
+        root_option: Optional[str],
+        config_path: Optional[str],
+        dry_run: bool,
+        limit: Overall,
+        env: Optional[Mapping[str, str]],
+    ):
+        self.manager = manager
+        self.root_option = root_option
+        self.config_path = config_path
+        self.dry_run = dry_run
+        self.limit = limit
+        self.env = env
+
+    def run(
+        self,
+        read: Callable[[TextIO, Context], HookInput],
+        stdin: TextIO,
+        on_hold: Optional[Callable[[Context, Decision, Transaction], list[str]]],
+        maintain: Optional[Callable[[Context, HookInput], list[str]]],
+    ) -> int:
+        from kzguard.context import Context
+
+        root_path = self.root_option or "/"
+        try:
+            ctx = Context.open(
+                root_path,
+                dry_run=self.dry_run,
+                config_path=self.config_path,
+                overall=self.limit,
+                env=self.env,
+                must_exist=False,
+            )
+            hook_input = read(stdin, ctx)
+            if not self.root_option and hook_input.root:  # the root the manager works on
+                root_path = hook_input.root
+                ctx.move_to(root_path)
+            upkeep = maintain(ctx, hook_input) if maintain else []
+            for line in upkeep:
+                print(line, file=sys.stderr)
+            if not hook_input.transaction.relevant:
+                return 0
+            ctx.require_root()  # a missing root is an error from here on
+            in_flight = None
+            if hook_input.final_check:
+                from kzguard.guard.inflight import manager_process
+
+                in_flight = manager_process()
+            decision = run_gate(
+                ctx, hook_input.transaction, command=hook_input.command, in_flight=in_flight
+            )
+            if decision.action == HOLD and on_hold is not None:
+                held = on_hold(ctx, decision, hook_input.transaction)
+                decision = decision._replace(lines=(*decision.lines, *held))
+        except Exception as exc:  # noqa: BLE001 - any failure of kzguard itself meets on_error
+            return _on_error(self.manager, exc, root_path, self.config_path)
+        for line in decision.lines:
             print(line, file=sys.stderr)
-        if not hook_input.transaction.relevant:
-            return 0
-        root = Root.open(root_path)
-        in_flight = None
-        if hook_input.final_check:
-            from kzguard.guard.inflight import manager_process
-
-            in_flight = manager_process()
-        decision = run_gate(
-            root,
-            hook_input.transaction,
-            config_path=config_path,
-            runner=runner,
-            command=hook_input.command,
-            in_flight=in_flight,
-        )
-        if decision.action == HOLD and on_hold is not None:
-            decision = decision._replace(
-                lines=(*decision.lines, *on_hold(root, runner, decision, hook_input.transaction))
-            )
-    except Exception as exc:  # noqa: BLE001 - any failure of kzguard itself meets on_error
-        return _on_error(manager, exc, root_path, config_path)
-    for line in decision.lines:
-        print(line, file=sys.stderr)
-    return EXIT_REFUSE if decision.action in (BLOCK, HOLD) else 0
+        return EXIT_REFUSE if decision.action in (BLOCK, HOLD) else 0
 
 
 def _on_error(manager: str, exc: Exception, root_path: str, config_path: Optional[str]) -> int:
@@ -353,9 +339,9 @@ def error_outcome(
     ``allow`` do in the caller's words."""
     policy, source = "block", "the default, as the configuration could not be read"
     try:
-        from kzguard.config import load_config
+        from kzguard.context import Context
 
-        policy = load_config(Root(root_path), config_path).on_error
+        policy = Context.open(root_path, config_path=config_path, must_exist=False).config.on_error
         source = "on_error"
     except Exception:  # noqa: BLE001 - keep the default
         pass

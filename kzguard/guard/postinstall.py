@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from typing import Optional, TextIO
 
     from kzguard.base.deadline import Overall
-    from kzguard.config import Config
+    from kzguard.context import Context
     from kzguard.facts.host import Host
     from kzguard.judge.policy import KernelVerdict, Report
     from kzguard.root import Root, Runner
@@ -67,15 +67,14 @@ class Outcome(Record):
     error: Optional[str] = None  # a failure of an action (applied as on_error)
 
 
-def _judge(root: Root, release: str, config: Config) -> tuple[Host, Report]:
+def _judge(ctx: Context, release: str) -> tuple[Host, Report]:
     """The host and the report on ``release`` (first) and every other installed kernel."""
-    from kzguard.facts.host import gather_for
     from kzguard.judge.policy import judge
 
-    host = gather_for(root, config)
+    host, config = ctx.host, ctx.config
     if host.installed_kernel(release) is None:
         raise PostInstallError(
-            f"kernel {release} is not installed in {root.top}: no modules directory with a "
+            f"kernel {release} is not installed in {ctx.root.top}: no modules directory with a "
             "kernel in it under /lib/modules or /usr/lib/modules"
         )
     others = [k.release for k in host.installed if k.release != release]
@@ -83,14 +82,18 @@ def _judge(root: Root, release: str, config: Config) -> tuple[Host, Report]:
     return host, report
 
 
-def check(root: Root, release: str, *, config: Config, runner: Runner) -> Outcome:
-    """Judge ``release`` on ``root`` with every check, then act on the verdict."""
-    host, report = _judge(root, release, config)
+def check(ctx: Context, release: str) -> Outcome:
+    """Judge ``release`` on the context's root with every check, then act on the verdict."""
+    host, report = _judge(ctx, release)
     verdicts = {k.release: k for k in report.kernels}
-    if verdicts[release].safe:
-        outcome = _passed(root, runner, host, config, report, release)
-    else:
-        outcome = _failed(root, runner, config, report, release)
+    try:
+        if verdicts[release].safe:
+            outcome = _passed(ctx, host, report, release)
+        else:
+            outcome = _failed(ctx, report, release)
+    finally:
+        ctx.refresh()  # what it changed (pins, the boot default) is read again by the next
+    root, runner = ctx.root, ctx.runner
     if not runner.dry_run:  # the service re-checks now rather than at its next look
         from kzguard.service.notify import notify_change
 
@@ -98,12 +101,13 @@ def check(root: Root, release: str, *, config: Config, runner: Runner) -> Outcom
     return outcome
 
 
-def _passed(
-    root: Root, runner: Runner, host: Host, config: Config, report: Report, release: str
-) -> Outcome:
+def _passed(ctx: Context, host: Host, report: Report, release: str) -> Outcome:
     from kzguard.actions import pin, state
     from kzguard.base import journal
     from kzguard.base.kernelrelease import sort_key
+    from kzguard.judge.holds import liftable
+
+    root, runner = ctx.root, ctx.runner
 
     safe = [k.release for k in report.kernels if k.safe]
     newest = max(safe, key=sort_key)
@@ -118,7 +122,8 @@ def _passed(
         was = f" (was {before})" if before else ""
         verb = "would record" if runner.dry_run else "recorded"
         lines.append(f"kzguard: {verb} {newest} as the last good kernel{was}")
-    lifted = pin.lift_safe(root, runner, host, config, only=safe)
+    lifts = liftable(host, ctx.config, pin.current(root).values(), only=safe)
+    lifted = pin.lift(ctx, lifts)
     lines += lifted.lines
     if lifted.releases:
         lines += _release_guard(root, runner, lifted.releases)
@@ -127,10 +132,11 @@ def _passed(
     return Outcome(release, "safe", "recorded", 0, tuple(lines), newest)
 
 
-def _failed(root: Root, runner: Runner, config: Config, report: Report, release: str) -> Outcome:
+def _failed(ctx: Context, report: Report, release: str) -> Outcome:
     from kzguard.actions import pin, state
     from kzguard.base import journal
 
+    root, runner, config = ctx.root, ctx.runner, ctx.config
     verdict = next(k for k in report.kernels if k.release == release)
     codes = list(dict.fromkeys(r.code for r in verdict.reasons))
     why = "; ".join(r.message for r in verdict.reasons) or verdict.verdict
@@ -148,7 +154,7 @@ def _failed(root: Root, runner: Runner, config: Config, report: Report, release:
         keep_lines, error = _keep_default(root, runner, release, good, codes)
         lines += keep_lines
         reason = f"{pin.POST_INSTALL_REASON} ({', '.join(codes) or verdict.verdict})"
-        lines += pin.add(root, runner, release, reason=reason, who=WHO, codes=codes, auto=True)
+        lines += pin.add(ctx, release, reason=reason, who=WHO, codes=codes, auto=True)
     lines += _advice(report, verdict, pinned=policy != WARN)
     with state.locked(root, dry_run=runner.dry_run) as st:
         st.event("post-install-failed", message, kernel=release, action=policy, codes=codes)
@@ -318,29 +324,27 @@ def _hook_main(
     env: Optional[Mapping[str, str]],
     limit: Overall,
 ) -> int:
-    from kzguard.root import Root, Runner
+    from kzguard.context import Context
 
     env = os.environ if env is None else env
     root_path = root_option or "/"
-    runner = Runner(dry_run=dry_run, overall=limit)
     try:
-        from kzguard.config import load_config
-
-        root = Root.open(root_path)
-        config = load_config(root, config_path)
-        limit.rearm(config.hook_timeout)
+        ctx = Context.open(
+            root_path, dry_run=dry_run, config_path=config_path, overall=limit, env=env
+        )
+        ctx.config  # noqa: B018 - read (and the deadline rearmed) before any kernel
         if targets is not None:
-            releases = releases_from_targets(root, targets)
+            releases = releases_from_targets(ctx.root, targets)
     except Exception as exc:  # noqa: BLE001 - any failure of kzguard itself meets on_error
         return _on_error(exc, root_path, config_path, None, out)
     todo: list[str] = []
     for release in releases:
         try:
-            manager, stale = _queue_if_inside(root, release, runner, env)
+            manager, stale = _queue_if_inside(ctx, release, env)
         except Exception:  # noqa: BLE001 - not queued: the full check below acts now
             manager, stale = None, []
         if manager is not None:
-            for line in provisional(root, release, config, manager):
+            for line in provisional(ctx, release, manager):
                 print(line, file=out)
             continue
         if stale:
@@ -352,9 +356,7 @@ def _hook_main(
         todo += [r for r in [*stale, release] if r not in todo]
     code = 0
     for release in todo:
-        code = max(
-            code, _check_and_print(root, release, config, runner, out, root_path, config_path)
-        )
+        code = max(code, _check_and_print(ctx, release, out))
         if release in releases and env.get("DPKG_MAINTSCRIPT_NAME"):
             print(
                 f"kzguard: provisional: dpkg runs this without apt, and may still configure "
@@ -366,18 +368,11 @@ def _hook_main(
     return code
 
 
-def _check_and_print(
-    root: Root,
-    release: str,
-    config: Config,
-    runner: Runner,
-    out: TextIO,
-    root_path: str,
-    config_path: Optional[str],
-) -> int:
+def _check_and_print(ctx: Context, release: str, out: TextIO) -> int:
     """The full, acting check of one kernel, printed; its exit code (``on_error`` applied)."""
+    root_path, config_path = ctx.root.top, ctx.config_path
     try:
-        outcome = check(root, release, config=config, runner=runner)
+        outcome = check(ctx, release)
     except Exception as exc:  # noqa: BLE001 - any failure of kzguard itself meets on_error
         return _on_error(exc, root_path, config_path, release, out)
     for line in outcome.lines:
@@ -390,16 +385,16 @@ def _check_and_print(
 
 
 def _queue_if_inside(
-    root: Root, release: str, runner: Runner, env: Mapping[str, str]
+    ctx: Context, release: str, env: Mapping[str, str]
 ) -> tuple[Optional[str], list[str]]:
     """Queue ``release`` when this hook runs inside a recorded transaction: that manager's
     name; else ``None`` and the kernels a stale record had queued (the record is cleared)."""
     from kzguard.actions import state
     from kzguard.guard import inflight
 
-    if inflight.record_of(state.read(root)) is None:  # empty for a missing or broken file
+    if inflight.record_of(ctx.state) is None:  # empty for a missing or broken file
         return None, []
-    with state.locked(root, dry_run=runner.dry_run) as st:
+    with state.locked(ctx.root, dry_run=ctx.dry_run) as st:
         record = inflight.record_of(st.data)
         if record is None:
             return None, []
@@ -424,11 +419,11 @@ def _stale_message(record: Mapping[str, object]) -> str:
     )
 
 
-def provisional(root: Root, release: str, config: Config, manager: str) -> list[str]:
+def provisional(ctx: Context, release: str, manager: str) -> list[str]:
     """What the check finds now, inside a transaction: said, never acted on."""
     then = f"the final check runs when {manager} finishes"
     try:
-        _, report = _judge(root, release, config)
+        _, report = _judge(ctx, release)
     except Exception as exc:  # noqa: BLE001 - the final check judges it again
         return [
             f"kzguard: provisional: cannot judge kernel {release} yet ({type(exc).__name__}: "
@@ -462,30 +457,30 @@ def finish_main(
     """``kzguard hook post-transaction MANAGER``: the final check of the transaction this end
     hook closes (recorded by ``MANAGER``, whose process is this hook's ancestor or whose token
     is in its environment), or of a stale one. Returns at once when nothing is recorded."""
-    from kzguard.root import Root, Runner
+    from kzguard.context import Context
 
     out = out or sys.stderr
     root_path = root_option or "/"
     try:
-        root = Root(root_path)
-        if not _may_hold_a_record(root):
+        ctx = Context.open(
+            root_path, dry_run=dry_run, config_path=config_path, env=env, must_exist=False
+        )
+        if not _may_hold_a_record(ctx.root):
             return 0  # the usual apt run: one read, no JSON, no state module
         from kzguard.actions import state
         from kzguard.guard import inflight
 
-        record = inflight.record_of(state.read(root))
+        record = inflight.record_of(state.read(ctx.root))
         if record is None:
             return 0
         ours = inflight.is_end_of(record, manager, env)
         if not ours and inflight.inside(record, env) != inflight.STALE:
             return 0  # another run's transaction, still going
-        from kzguard.config import load_config
-
-        root = Root.open(root_path)
-        config = load_config(root, config_path)
+        ctx.require_root()
+        ctx.config  # noqa: B018 - a configuration that does not load meets on_error here
     except Exception as exc:  # noqa: BLE001 - any failure of kzguard itself meets on_error
         return _on_error(exc, root_path, config_path, None, out)
-    return finish(root, record, config, Runner(dry_run=dry_run), out, config_path, ended=ours)
+    return finish(ctx, record, out, ended=ours)
 
 
 def _may_hold_a_record(root: Root) -> bool:
@@ -498,21 +493,12 @@ def _may_hold_a_record(root: Root) -> bool:
         return False
 
 
-def finish(
-    root: Root,
-    record: Mapping[str, object],
-    config: Config,
-    runner: Runner,
-    out: TextIO,
-    config_path: Optional[str] = None,
-    *,
-    ended: bool = True,
-) -> int:
+def finish(ctx: Context, record: Mapping[str, object], out: TextIO, *, ended: bool = True) -> int:
     """Judge, on the transaction's end state, every kernel it queued and every installed kernel
     kzguard pinned (a new ZFS may have fixed it); then clear the record."""
     from kzguard.guard import inflight
 
-    root_path = root.top
+    root, root_path, config_path = ctx.root, ctx.root.top, ctx.config_path
     manager = str(record.get("manager") or "the package manager")
     code = 0
     try:
@@ -523,13 +509,11 @@ def finish(
         when = f"{manager} has finished" if ended else _stale_message(record)
         print(f"kzguard: {when}: the final post-install check of {', '.join(queued)}", file=out)
     for release in queued:
-        code = max(
-            code, _check_and_print(root, release, config, runner, out, root_path, config_path)
-        )
+        code = max(code, _check_and_print(ctx, release, out))
     if pinned:
-        code = max(code, _recheck_pinned(root, pinned, config, runner, out, root_path, config_path))
+        code = max(code, _recheck_pinned(ctx, pinned, out))
     try:
-        _clear(root, record, runner)
+        _clear(ctx, record)
     except Exception as exc:  # noqa: BLE001 - as above
         code = max(code, _on_error(exc, root_path, config_path, None, out))
     return code
@@ -554,45 +538,35 @@ def _end_targets(root: Root, queued: Sequence[str]) -> tuple[list[str], list[str
     return releases, pinned
 
 
-def _recheck_pinned(
-    root: Root,
-    pinned: Sequence[str],
-    config: Config,
-    runner: Runner,
-    out: TextIO,
-    root_path: str,
-    config_path: Optional[str],
-) -> int:
+def _recheck_pinned(ctx: Context, pinned: Sequence[str], out: TextIO) -> int:
     """Kernels kzguard pinned: those safe now get the full check (which lifts their pins);
     those still failing stay pinned, in one line each."""
     from kzguard.actions import pin
 
     try:
-        _, report = _judge(root, pinned[0], config)
+        _, report = _judge(ctx, pinned[0])
     except Exception as exc:  # noqa: BLE001 - any failure of kzguard itself meets on_error
-        return _on_error(exc, root_path, config_path, pinned[0], out)
+        return _on_error(exc, ctx.root.top, ctx.config_path, pinned[0], out)
     verdicts = {k.release: k for k in report.kernels}
     code = 0
     for release in pinned:
         verdict = verdicts.get(release)
-        if verdict is None or release not in pin.current(root):
+        if verdict is None or release not in pin.current(ctx.root):
             continue  # lifted by a check above
         if verdict.safe:
-            code = max(
-                code, _check_and_print(root, release, config, runner, out, root_path, config_path)
-            )
+            code = max(code, _check_and_print(ctx, release, out))
         else:
             codes = ", ".join(dict.fromkeys(r.code for r in verdict.reasons)) or verdict.verdict
             print(f"kzguard: kernel {release} stays pinned: it still fails ({codes})", file=out)
     return code
 
 
-def _clear(root: Root, record: Mapping[str, object], runner: Runner) -> None:
+def _clear(ctx: Context, record: Mapping[str, object]) -> None:
     """Remove the record, unless a newer transaction has replaced it meanwhile."""
     from kzguard.actions import state
     from kzguard.guard import inflight
 
-    with state.locked(root, dry_run=runner.dry_run) as st:
+    with state.locked(ctx.root, dry_run=ctx.dry_run) as st:
         current = inflight.record_of(st.data)
         if current is not None and current.get("token") == record.get("token"):
             del st.data[inflight.KEY]

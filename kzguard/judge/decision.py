@@ -24,6 +24,15 @@ if TYPE_CHECKING:  # the policy (and the facts it imports) loads only when a hoo
 ALLOW, WARN, HOLD, BLOCK = "allow", "warn", "hold", "block"
 _RANK = {ALLOW: 0, WARN: 1, HOLD: 2, BLOCK: 3}
 
+ALLOW_ENV = "KZGUARD_ALLOW"
+
+
+def allowed_from_env(env: Mapping[str, str]) -> set[str]:
+    """Kernel releases named in ``KZGUARD_ALLOW`` (comma or space separated)."""
+    import re
+
+    return {word for word in re.split(r"[\s,]+", env.get(ALLOW_ENV, "")) if word}
+
 
 class Decision(Record):
     """The hook's answer: the overall action and, per kernel, why."""

@@ -47,12 +47,16 @@ import re
 from kzguard.base.errors import KzguardError
 from kzguard.base.record import Record
 from kzguard.base.transaction import ZFS_PACKAGES, Transaction
-from kzguard.guard.gate import HookInput
+from kzguard.managers.base import HookInput, Manager, PinForm
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:
     from typing import Optional, TextIO
 
+    from kzguard.actions.apt_hold import Pin
+    from kzguard.config import Config
+    from kzguard.context import Context
+    from kzguard.facts.host import Host
     from kzguard.facts.zfs import ZfsSource
     from kzguard.judge.decision import Decision
     from kzguard.root import Root, Runner
@@ -114,10 +118,11 @@ class AptStream(Record):
         return values[0] if values else default
 
 
-def read(stdin: TextIO) -> HookInput:
-    """Read apt's stream from ``stdin`` into the transaction, its root and the command."""
+def read(stdin: TextIO, runner: Optional[Runner] = None) -> HookInput:
+    """Read apt's stream from ``stdin`` into the transaction, its root and the command
+    (``runner`` reads the file lists of incoming .debs; without it none is read)."""
     stream = parse(_read_text(stdin))
-    tx = transaction(stream)
+    tx = transaction(stream, runner)
     root = root_of(stream)
     final = tx.relevant and final_check_of(stream, root)
     return HookInput(tx, root, command_of(stream), final)
@@ -371,25 +376,27 @@ def _deb_lacks_zfs(deb: Optional[str], release: str, runner: Optional[Runner]) -
     if deb is None:
         return False
     from kzguard.base.errors import CommandError
-    from kzguard.root import Runner
 
+    if runner is None:  # no command may run here: trust the package name
+        return False
     try:
-        listing = (runner or Runner()).run(["dpkg-deb", "--info", deb, "md5sums"]).stdout
+        listing = runner.run(["dpkg-deb", "--info", deb, "md5sums"]).stdout
     except (CommandError, OSError, ValueError):
         return False  # no md5sums member, no dpkg-deb, a NUL in the name: trust the name
     wanted = re.compile(rf"lib/modules/{re.escape(release)}/kernel/zfs/zfs\.ko(\.\w+)?$", re.M)
     return wanted.search(listing) is None
 
 
-# --- holds -----------------------------------------------------------------------------------
+# --- holds ---------------------------------------------------------------------------------
 
 
-def hold(root: Root, runner: Runner, decision: Decision, tx: Transaction) -> list[str]:
+def hold(ctx: Context, decision: Decision, tx: Transaction) -> list[str]:
     """Pin the held kernels (or the ZFS upgrade that breaks an installed kernel) for apt."""
     from kzguard.actions import apt_hold
 
+    runner = ctx.runner
     pins = apt_hold.pins_for(decision, tx)
-    apt_hold.add(root, runner, pins)
+    apt_hold.add(ctx.root, runner, pins)
     lines = [f"kzguard: {apt_hold.describe(pin, dry_run=runner.dry_run)}" for pin in pins]
     lines.append(
         "kzguard: apt had already chosen its packages when kzguard ran, so this run is refused; "
@@ -403,18 +410,101 @@ def hold(root: Root, runner: Runner, decision: Decision, tx: Transaction) -> lis
     return lines
 
 
-def maintain(
-    root_path: str, runner: Runner, hook_input: HookInput, config_path: Optional[str]
-) -> list[str]:
+def maintain(ctx: Context, hook_input: HookInput) -> list[str]:
     """Lift kzguard's pins that this host no longer needs (one ``stat`` when there are none)."""
-    from kzguard.root import Root
-
-    if not Root(root_path).exists(PINS):
+    if not ctx.root.exists(PINS):
         return []
     from kzguard.actions import apt_hold
 
-    root = Root.open(root_path)
-    lifted = apt_hold.lift_unneeded(root, runner, hook_input.transaction, config_path)
+    lifted = lift_unneeded(ctx, hook_input.transaction)
     return [
-        f"kzguard: {apt_hold.describe(pin, lifted=True, dry_run=runner.dry_run)}" for pin in lifted
+        f"kzguard: {apt_hold.describe(pin, lifted=True, dry_run=ctx.dry_run)}" for pin in lifted
     ]
+
+
+def lift_unneeded(ctx: Context, tx: Transaction) -> list[Pin]:
+    """Remove the holds no longer needed with the ZFS this transaction leaves (all of them
+    when the policy is not ``hold`` any more). ``pin`` stanzas are kzguard's pins, lifted by
+    :mod:`kzguard.actions.pin`, never here."""
+    from kzguard.actions import apt_hold
+
+    pins = [p for p in apt_hold.read(ctx.root)[0] if p.kind != apt_hold.PIN]
+    if not pins:
+        return []
+    if ctx.config.on_unsupported_kernel == "hold":
+        host = ctx.host
+        pins = [p for p in pins if not hold_needed(host, ctx.config, p, tx)]
+    return apt_hold.remove(ctx.root, ctx.runner, [p.key for p in pins])
+
+
+def hold_needed(host: Host, config: Config, pin: Pin, tx: Transaction) -> bool:
+    """Whether ``pin`` still keeps back something that would not load ZFS (the judge says)."""
+    from kzguard.actions import apt_hold
+    from kzguard.judge.holds import kernel_hold_needed, zfs_hold_needed
+
+    if pin.kind == apt_hold.ZFS:  # the kernels that stay, against the pinned ZFS
+        return zfs_hold_needed(host, config, pin.subject, tx)
+    return kernel_hold_needed(host, config, pin.release, pin.codes, tx)
+
+
+class Apt(Manager):
+    """apt and dpkg: the Pre-Install-Pkgs hook, holds and pins as APT preferences stanzas."""
+
+    name = MANAGER
+    markers = ("/var/lib/dpkg/status",)
+    caches = ("/var/lib/apt/lists",)
+    pending_facts = "kzguard.facts.pending_apt"
+    adopts = True
+
+    def read(self, stdin: TextIO, ctx: Context) -> HookInput:
+        return read(stdin, ctx.runner)
+
+    def hold(self, ctx: Context, decision: Decision, transaction: Transaction) -> list[str]:
+        return hold(ctx, decision, transaction)
+
+    def maintain(self, ctx: Context, hook_input: HookInput) -> list[str]:
+        return maintain(ctx, hook_input)
+
+    def pin(self, ctx: Context, release: str, codes: tuple[str, ...]) -> list[str]:
+        from kzguard.actions import apt_hold
+
+        stanza = apt_hold.release_pin(release, codes)
+        if not apt_hold.add(ctx.root, ctx.runner, [stanza], record=False):
+            return []
+        names = ", ".join(stanza.packages[:2])
+        verb = "would pin" if ctx.dry_run else "pinned"
+        return [
+            f"kzguard: apt: {verb} the packages of {release} ({names}, ...) with "
+            f"Pin-Priority -1 in {apt_hold.PREFERENCES}"
+        ]
+
+    def unpin(self, ctx: Context, release: str) -> list[str]:
+        from kzguard.actions import apt_hold
+
+        stanza = apt_hold.release_pin(release)
+        if not apt_hold.remove(ctx.root, ctx.runner, [stanza.key], record=False):
+            return []
+        return [f"kzguard: apt: {apt_hold.describe(stanza, lifted=True, dry_run=ctx.dry_run)}"]
+
+    def pinned(self, root: Root) -> dict[str, PinForm]:
+        from kzguard.actions import apt_hold
+
+        stanzas, _ = apt_hold.read(root)
+        return {
+            p.subject: PinForm(p.subject, p.since, p.codes)
+            for p in stanzas
+            if p.kind == apt_hold.PIN
+        }
+
+    def cleanup(self, ctx: Context) -> list[str]:
+        from kzguard.actions import apt_hold
+
+        pins, _ = apt_hold.read(ctx.root)
+        if not pins:
+            return []
+        gone = apt_hold.remove(ctx.root, ctx.runner, [p.key for p in pins], record=False)
+        verb = "would remove" if ctx.dry_run else "removed"
+        return [f"{verb} APT pin {p.key} ({apt_hold.PREFERENCES})" for p in gone]
+
+
+ADAPTER = Apt()

@@ -34,11 +34,13 @@ from typing import TYPE_CHECKING, Any, Optional
 from kzguard.base.record import Record
 from kzguard.base.rpmnames import hold_names, kernel_release, split_release
 from kzguard.base.transaction import ZFS_PACKAGES, Transaction
+from kzguard.managers.base import Manager
 
 if TYPE_CHECKING:
     from kzguard.config import Config
-    from kzguard.facts.host import Host
-    from kzguard.root import Root
+    from kzguard.context import Context
+    from kzguard.judge.holds import Held
+    from kzguard.root import Root, Runner
 
 MANAGER = "dnf"
 _ZFS_SOURCE_PACKAGE = "zfs-dkms"  # ships /usr/src/zfs-<version>/META
@@ -70,13 +72,6 @@ class Outcome(Record):
     recheck: bool = False
     allowed: tuple[str, ...] = ()
     lifted: tuple[str, ...] = ()  # pins lifted for the new ZFS: checked again at the end
-
-
-class Held(Record):
-    """A kernel release to keep out of the transaction, and why."""
-
-    release: str
-    why: str
 
 
 def build_transaction(
@@ -140,6 +135,30 @@ def command_line(argv: Sequence[str]) -> str:
     return " ".join(["dnf", *(shlex.quote(a) for a in argv[1:])]) if argv else ""
 
 
+class Session:
+    """One dnf run as the plugin sees it: its hooks share one context (the configuration read
+    once, the host gathered once), built on first use; rpm's changes refresh it."""
+
+    def __init__(
+        self,
+        installroot: str,
+        config_path: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+    ):
+        self.root_path = installroot or "/"
+        self.config_path = config_path
+        self.env = env
+        self._ctx: Optional[Context] = None
+
+    @property
+    def ctx(self) -> Context:
+        if self._ctx is None:
+            from kzguard.context import Context
+
+            self._ctx = Context.open(self.root_path, config_path=self.config_path, env=self.env)
+        return self._ctx
+
+
 def resolved(
     transaction: Any,
     installroot: str,
@@ -147,27 +166,22 @@ def resolved(
     config_path: Optional[str] = None,
     argv: Sequence[str] = (),
     env: Optional[Mapping[str, str]] = None,
+    session: Optional[Session] = None,
 ) -> Outcome:
     """Judge dnf's resolved transaction on ``installroot``; any failure meets ``on_error``."""
     root_path = installroot or "/"
+    session = session or Session(installroot, config_path, env)
     try:
         tx = from_dnf(transaction)
         if not tx.relevant:
             return Outcome(False)
-        tx, waiting = with_archives(tx, transaction, downloaded=False)
+        ctx = session.ctx
+        tx, waiting = with_archives(tx, transaction, downloaded=False, runner=ctx.runner)
         from kzguard.guard.gate import run_gate
         from kzguard.judge.decision import BLOCK, HOLD, WARN
-        from kzguard.root import Root
 
         lifted: list[str] = []
-        decision = run_gate(
-            Root.open(root_path),
-            tx,
-            config_path=config_path,
-            env=env,
-            command=command_line(argv),
-            lifted_into=lifted,
-        )
+        decision = run_gate(ctx, tx, command=command_line(argv), lifted_into=lifted)
     except Exception as exc:  # noqa: BLE001 - any failure of kzguard itself meets on_error
         from kzguard.guard.gate import error_outcome
 
@@ -185,7 +199,7 @@ def resolved(
 
 
 def with_archives(
-    tx: Transaction, transaction: Any, *, downloaded: bool
+    tx: Transaction, transaction: Any, *, downloaded: bool, runner: Optional[Runner] = None
 ) -> tuple[Transaction, bool]:
     """``tx`` with the META of each incoming ``zfs-dkms`` rpm that is on disk (a local file,
     a cached download; all of them once ``downloaded``), and whether one was not there yet
@@ -211,7 +225,7 @@ def with_archives(
         return tx, False
     from kzguard.facts.package_meta import sources_for
 
-    sources, notes = sources_for(paths, tx.zfs_version)
+    sources, notes = sources_for(paths, tx.zfs_version, runner)
     if waiting and not downloaded:
         notes += tuple(
             f"{name} is not downloaded yet: ZFS {tx.zfs_version} is judged by the built-in "
@@ -229,28 +243,25 @@ def recheck(
     allowed: Sequence[str] = (),
     argv: Sequence[str] = (),
     env: Optional[Mapping[str, str]] = None,
+    session: Optional[Session] = None,
 ) -> Outcome:
     """At ``pre_transaction``, when ``resolved()`` judged a new ZFS by the table because its
     rpm was not downloaded yet: judge again by the META inside it (nothing is acted on twice:
     no snapshot, no override used). ``refuse`` means raise ``dnf.exceptions.Error`` (rpm has
     not run yet, so that still aborts the transaction)."""
     root_path = installroot or "/"
+    session = session or Session(installroot, config_path, env)
     try:
-        tx, _ = with_archives(from_dnf(transaction), transaction, downloaded=True)
+        ctx = session.ctx
+        tx, _ = with_archives(
+            from_dnf(transaction), transaction, downloaded=True, runner=ctx.runner
+        )
         if not tx.zfs_sources:
             return Outcome(False, tx.notes and tuple(f"kzguard: {n}" for n in tx.notes))
         from kzguard.guard.gate import recheck as gate_recheck
         from kzguard.judge.decision import BLOCK, HOLD
-        from kzguard.root import Root
 
-        decision = gate_recheck(
-            Root.open(root_path),
-            tx,
-            config_path=config_path,
-            allowed=frozenset(allowed),
-            env=env,
-            command=command_line(argv),
-        )
+        decision = gate_recheck(ctx, tx, allowed=frozenset(allowed), command=command_line(argv))
     except Exception as exc:  # noqa: BLE001 - any failure of kzguard itself meets on_error
         from kzguard.guard.gate import error_outcome
 
@@ -271,6 +282,7 @@ def begin(
     config_path: Optional[str] = None,
     env: Optional[Any] = None,
     lifted: Sequence[str] = (),
+    session: Optional[Session] = None,
 ) -> list[str]:
     """At ``pre_transaction`` (after the download, before rpm runs): record a kernel or ZFS
     transaction in the state file, and put its token in dnf's environment, which rpm's
@@ -286,13 +298,13 @@ def begin(
             return []
         from kzguard.actions import state
         from kzguard.guard import inflight
-        from kzguard.root import Root
 
         process = inflight.this_process()
         if process is None:
             return []  # no /proc: nothing to tell a stale record by, kernel-install acts
         token = inflight.new_token()
-        with state.locked(Root.open(root_path)) as st:
+        ctx = (session or Session(root_path, config_path)).ctx
+        with state.locked(ctx.root) as st:
             inflight.begin(
                 st.data,
                 MANAGER,
@@ -342,66 +354,44 @@ def finish(
 # ---- hold mode: the sack ----------------------------------------------------------------
 
 
-def hold_configured(root: Root, config_path: Optional[str] = None) -> Optional[Config]:
+def hold_configured(ctx: Context) -> Optional[Config]:
     """The configuration when it says ``on_unsupported_kernel: hold``, else ``None``.
 
     The file is searched for the word ``hold`` before YAML is loaded, so the usual dnf run
     (block mode, or no configuration) costs one read.
     """
     try:
-        if config_path is not None:
-            with open(config_path, "rb") as handle:
+        if ctx.config_path is not None:
+            with open(ctx.config_path, "rb") as handle:
                 data = handle.read()
         else:
-            data = root.read_bytes(CONFIG_FILE)
+            data = ctx.root.read_bytes(CONFIG_FILE)
     except Exception:  # noqa: BLE001 - no file (or an unreadable one): not hold mode here
         return None
     if not _HOLD_WORD.search(data):
         return None
-    from kzguard.config import load_config
-
-    config = load_config(root, config_path)
-    return config if config.on_unsupported_kernel == "hold" else None
+    return ctx.config if ctx.config.on_unsupported_kernel == "hold" else None
 
 
 def pinned(root: Root) -> list[Held]:
     """Kernels pinned back in the state file (kzguard.actions.pin reads it; other managers'
     entries there, like APT stanzas, are not kernels)."""
     from kzguard.actions import pin
+    from kzguard.judge.holds import Held
 
     return [Held(release, "pinned by kzguard") for release in pin.current(root)]
 
 
-def unsupported(
-    root: Root,
-    releases: Iterable[str],
-    config: Config,
-    *,
-    env: Optional[Mapping[str, str]] = None,
-    host: Optional[Host] = None,
-) -> list[Held]:
-    """The kernel ``releases`` (not installed yet) that the ZFS on ``root`` does not support,
-    less those an admin let through (``KZGUARD_ALLOW``, ``kzguard allow``)."""
+def unsupported(ctx: Context, releases: Iterable[str]) -> list[Held]:
+    """The kernel ``releases`` (not installed yet) that the ZFS on the root does not support,
+    less those an admin let through (``KZGUARD_ALLOW``, ``kzguard allow``): the judge's."""
     import os
 
-    from kzguard.actions import state
-    from kzguard.facts.host import gather_for
-    from kzguard.guard.gate import allowed_from_env
-    from kzguard.judge.policy import judge
-    from kzguard.judge.reasons import UNSAFE
+    from kzguard.judge import holds
 
-    host = host or gather_for(root, config)
-    installed = {k.release for k in host.installed}
-    candidates = sorted({r for r in releases if r not in installed})
-    if not candidates:
-        return []
-    report = judge(host, config.zfs_ranges, kernels=candidates, ranges_origin=config.source)
-    allowed = allowed_from_env(os.environ if env is None else env) | set(state.read(root)["allow"])
-    return [
-        Held(k.release, "; ".join(r.message for r in k.reasons) or k.verdict)
-        for k in report.kernels
-        if k.verdict == UNSAFE and k.release not in allowed
-    ]
+    env = os.environ if ctx.env is None else ctx.env
+    allowed = holds.allowed_kernels(env, ctx.state)
+    return holds.unsupported(ctx.host, ctx.config, releases, allowed)
 
 
 def sack_excludes(
@@ -410,19 +400,19 @@ def sack_excludes(
     *,
     config_path: Optional[str] = None,
     env: Optional[Mapping[str, str]] = None,
+    session: Optional[Session] = None,
 ) -> tuple[Any, list[str]]:
     """The query of packages dnf must not see (held and pinned kernels), or ``None``, and the
     lines to tell the admin."""
-    from kzguard.root import Root
-
-    root = Root(installroot or "/")
-    held = pinned(root)
-    config = hold_configured(root, config_path)
+    session = session or Session(installroot, config_path, env)
+    ctx = session.ctx
+    held = pinned(ctx.root)
+    config = hold_configured(ctx)
     if config is not None:
         kernels = sack.query().available().filter(name__glob=["kernel*"])
         releases = {kernel_release(p.name, p.version, p.release, p.arch) for p in kernels}
         pins = {h.release for h in held}
-        found = unsupported(root, (r for r in releases if r), config, env=env)
+        found = unsupported(ctx, (r for r in releases if r))
         held += [h for h in found if h.release not in pins]
     if not held:
         return None, []
@@ -463,3 +453,24 @@ def _journal_held(held: Sequence[Held]) -> None:
         manager=MANAGER,
         kernel=releases,
     )
+
+
+class Dnf(Manager):
+    """dnf 4: the plugin (``hooks/dnf/kzguard.py``) runs in dnf's own Python, so there is no
+    stdin protocol; its pin form is the plugin's sack exclude of the state file's pins."""
+
+    name = MANAGER
+    # what the plugin refuses when kzguard itself cannot be imported (hooks/dnf/kzguard.py)
+    guarded = ("kernel*", "zfs*", "kmod-zfs*", "libzfs*")
+    markers = ("/var/lib/rpm", "/usr/lib/sysimage/rpm", "/var/lib/dnf", "/etc/dnf")
+    caches = ("/var/cache/libdnf5", "/var/cache/dnf")
+    pending_facts = "kzguard.facts.pending_dnf"
+
+    def pin(self, ctx: Context, release: str, codes: tuple[str, ...]) -> list[str]:
+        return [
+            f"kzguard: dnf: the kzguard plugin keeps the packages of {release} out of every "
+            "transaction while it is pinned"
+        ]
+
+
+ADAPTER = Dnf()

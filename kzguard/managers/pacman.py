@@ -42,16 +42,16 @@ import re
 from collections.abc import Iterable, Sequence
 
 from kzguard.base.transaction import ZFS_PACKAGES, Transaction
-from kzguard.guard.gate import HookInput
-from kzguard.root import Root
+from kzguard.managers.base import HookInput, Manager
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:
     from typing import Optional, TextIO
 
+    from kzguard.context import Context
     from kzguard.facts.zfs import ZfsSource
     from kzguard.judge.decision import Decision
-    from kzguard.root import Runner
+    from kzguard.root import Root
 
 MANAGER = "pacman"
 # the Package trigger's kernel targets (hooks/pacman/05-kzguard-pre.hook)
@@ -63,11 +63,12 @@ _VMLINUZ = re.compile(r"usr/lib/modules/([^/\s]+)/vmlinuz\Z")
 _META = re.compile(r"usr/src/zfs-([^/\s]+)/META\Z")
 
 
-def read(stdin: TextIO, *, root: str = "/") -> HookInput:
-    """The hook's targets on stdin -> the transaction; ``root`` is ``/`` inside pacman's chroot."""
+def read(stdin: TextIO, root: Root) -> HookInput:
+    """The hook's targets on stdin -> the transaction, read against ``root``'s pacman
+    databases (``/`` inside pacman's chroot, or kzguard's ``--root``)."""
     from kzguard.base.transaction import stdin_lines
 
-    return HookInput(transaction(Root(root), stdin_lines(stdin)))
+    return HookInput(transaction(root, stdin_lines(stdin)))
 
 
 def is_zfs_package(name: str) -> bool:
@@ -219,7 +220,7 @@ def _sync_versions(root: Root, names: Sequence[str]) -> dict[str, str]:
     return {name: version for name, (version, _db) in found.items()}
 
 
-def hold(root: Root, runner: Runner, decision: Decision, transaction: Transaction) -> list[str]:
+def hold(ctx: Context, decision: Decision, transaction: Transaction) -> list[str]:
     """pacman cannot leave one package out of a running transaction: say how to do it by hand.
 
     The hook still exits non-zero (``hold`` refuses the transaction like ``block`` on Arch).
@@ -244,3 +245,30 @@ def hold(root: Root, runner: Runner, decision: Decision, transaction: Transactio
             "(or add it to IgnorePkg in /etc/pacman.conf until ZFS supports the kernel)"
         )
     return lines
+
+
+class Pacman(Manager):
+    """pacman: alpm PreTransaction and PostTransaction hooks; no hold of its own (the gate
+    refuses a pinned kernel in every transaction)."""
+
+    name = MANAGER
+    # the Package trigger's targets (the generated hook files): kernels and ZFS packages
+    guarded = (*KERNEL_PACKAGES, "zfs-linux*", "zfs-dkms", "zfs-utils")
+    markers = ("/var/lib/pacman/local",)
+    caches = ("/var/lib/pacman/local",)
+    pending_facts = "kzguard.facts.pending_pacman"
+
+    def read(self, stdin: TextIO, ctx: Context) -> HookInput:
+        return read(stdin, ctx.root)
+
+    def hold(self, ctx: Context, decision: Decision, transaction: Transaction) -> list[str]:
+        return hold(ctx, decision, transaction)
+
+    def pin(self, ctx: Context, release: str, codes: tuple[str, ...]) -> list[str]:
+        return [
+            f"kzguard: pacman: the kzguard pre-transaction hook refuses {release} while it is "
+            "pinned"
+        ]
+
+
+ADAPTER = Pacman()

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Optional
 
     from kzguard.judge.policy import NextBoot
-    from kzguard.service.core import Core, Snapshot
+    from kzguard.service.core import CheckResult, Core
 
 log = logging.getLogger("kzguard.service.bus")
 
@@ -316,7 +316,7 @@ class Guard1(dbus.service.Object):
 
     # --- plumbing ----------------------------------------------------------------------------
 
-    def _current(self) -> Snapshot:
+    def _current(self) -> CheckResult:
         return self._core.last or self._core.check()
 
     def _manage(
@@ -347,7 +347,7 @@ class Guard1(dbus.service.Object):
 
         self._authority.check(sender, names.ACTION_MANAGE, allowed, denied)
 
-    def _changed(self, old: Optional[Snapshot], new: Snapshot) -> None:
+    def _changed(self, old: Optional[CheckResult], new: CheckResult) -> None:
         """The core's listener: one VerdictChanged per kernel whose verdict changed, and
         NextBootChanged when the next boot's kernel or safety did."""
         if self._closed:

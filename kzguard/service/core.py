@@ -1,6 +1,6 @@
 """The service's core: the current judgement of the host, and the admin actions, without a bus.
 
-:class:`Core` holds the configuration and the last :class:`Snapshot` (every kernel's verdict,
+:class:`Core` holds the configuration and the last :class:`CheckResult` (every kernel's verdict,
 the next boot, counters read from the state file). ``check()`` judges the host again and tells
 its listeners when a verdict changed; the daemon calls it from the watcher and the periodic
 timer, the metrics collector and the D-Bus object read ``last``. Nothing here imports dbus or
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from typing import Callable, Optional
 
     from kzguard.config import Config
+    from kzguard.context import Context
     from kzguard.judge.policy import Report
 
 # What the watcher watches, in-root: kernels, modules, DKMS, bootloader, package metadata,
@@ -42,7 +43,7 @@ WATCHED = (
 )
 
 
-class Snapshot(Record):
+class CheckResult(Record):
     """One full judgement of the host, and what the state file counts."""
 
     report: Report
@@ -65,10 +66,10 @@ class Core:
         self.config_path = config_path
         self.runner = runner
         self.config: Config = load_config(root, config_path)
-        self.last: Optional[Snapshot] = None
+        self.last: Optional[CheckResult] = None
         self._error: Optional[str] = None
         self.errors = 0  # failed checks so far (the metric kzguard_check_errors_total)
-        self._listeners: list[Callable[[Optional[Snapshot], Snapshot], None]] = []
+        self._listeners: list[Callable[[Optional[CheckResult], CheckResult], None]] = []
 
     @property
     def error(self) -> Optional[str]:
@@ -81,21 +82,28 @@ class Core:
             self.errors += 1
         self._error = message
 
-    def add_listener(self, listener: Callable[[Optional[Snapshot], Snapshot], None]) -> None:
+    def add_listener(self, listener: Callable[[Optional[CheckResult], CheckResult], None]) -> None:
         """Call ``listener(old, new)`` after each check whose verdicts differ from the last."""
         self._listeners.append(listener)
 
-    def check(self) -> Snapshot:
-        """Judge every installed and pending kernel again (a fresh Root: nothing cached)."""
-        from kzguard.facts.host import gather_for
+    def context(self) -> Context:
+        """One check's (one tick's) context: a fresh view of the root (nothing cached from
+        the last check), the service's runner and configuration."""
+        from kzguard.context import Context
+
+        return Context(
+            self.root.fresh(), self.runner, config_path=self.config_path, config=self.config
+        )
+
+    def check(self) -> CheckResult:
+        """Judge every installed and pending kernel again, on a fresh context."""
         from kzguard.judge.policy import judge
 
         started = time.monotonic()
-        root = Root(self.root.top)
-        host = gather_for(root, self.config)
-        report = judge(host, self.config.zfs_ranges, ranges_origin=self.config.source)
-        blocked, snapped = _counters(root)
-        new = Snapshot(report, time.time(), time.monotonic() - started, blocked, snapped)
+        ctx = self.context()
+        report = judge(ctx.host, self.config.zfs_ranges, ranges_origin=self.config.source)
+        blocked, snapped = _counters(ctx.root)
+        new = CheckResult(report, time.time(), time.monotonic() - started, blocked, snapped)
         old, self.last, self.error = self.last, new, None
         if old is None or old.verdicts() != new.verdicts() or _next(old) != _next(new):
             for listener in self._listeners:
@@ -108,7 +116,7 @@ class Core:
         from kzguard.config import load_config
 
         try:
-            self.config = load_config(Root(self.root.top), self.config_path)
+            self.config = load_config(self.root.fresh(), self.config_path)
         except ConfigError as exc:
             return f"configuration not reloaded, keeping the old one: {exc}"
         return None
@@ -122,12 +130,12 @@ class Core:
     def pin(self, release: str, who: str) -> list[str]:
         from kzguard.actions import pin
 
-        return pin.add(self.root, self.runner, release, reason=f"pinned by {who}", who=who)
+        return pin.add(self.context(), release, reason=f"pinned by {who}", who=who)
 
     def unpin(self, release: str, who: str) -> list[str]:
         from kzguard.actions import pin
 
-        return pin.remove(self.root, self.runner, release, why=f"unpinned by {who}")
+        return pin.remove(self.context(), release, why=f"unpinned by {who}")
 
     def boot_keep(self, release: str, who: str) -> str:
         """Keep the boot default on ``release``; a guard that cannot act is an error."""
@@ -176,8 +184,8 @@ class Core:
         return f"next boot {nb.release} is {nb.verdict}: {change.message}"
 
 
-def _next(snapshot: Snapshot) -> Optional[tuple[str, bool]]:
-    nb = snapshot.report.next_boot
+def _next(result: CheckResult) -> Optional[tuple[str, bool]]:
+    nb = result.report.next_boot
     return (nb.release, nb.safe) if nb else None
 
 

@@ -36,8 +36,7 @@ from gi.repository import GLib  # noqa: E402
 
 from kzguard.base.errors import EXIT_SAFE, UsageError  # noqa: E402
 from kzguard.judge.policy import INSTALLED, PENDING, RUNNING  # noqa: E402
-from kzguard.root import Root, Runner  # noqa: E402
-from kzguard.service.core import Core, Snapshot  # noqa: E402
+from kzguard.service.core import CheckResult, Core  # noqa: E402
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -96,13 +95,13 @@ class Notifier:
         return True
 
 
-def summary(snapshot: Snapshot) -> str:
+def summary(result: CheckResult) -> str:
     """What a check saw, in one short line: ``3 kernels, next boot 6.12.9-200.fc41.x86_64 safe;
     1 pending unsupported``."""
-    kernels = snapshot.report.kernels
+    kernels = result.report.kernels
     installed = [k for k in kernels if INSTALLED in k.states or RUNNING in k.states]
     pending = [k for k in kernels if PENDING in k.states and INSTALLED not in k.states]
-    nb = snapshot.report.next_boot
+    nb = result.report.next_boot
     line = f"{len(installed)} kernel{'' if len(installed) == 1 else 's'}, " + (
         f"next boot {nb.release} {nb.verdict}" if nb else "next boot unknown"
     )
@@ -171,23 +170,23 @@ class Daemon:
             self._close()
         return self.exit_code
 
-    def check(self, why: str) -> Optional[Snapshot]:
+    def check(self, why: str) -> Optional[CheckResult]:
         """Judge the host now; then the textfile and the status line. Never raises."""
         self._checking = True
         try:
-            snapshot = self.core.check()
+            result = self.core.check()
         except Exception as exc:  # noqa: BLE001 - a failed check must not end the service
             self.core.error = f"{type(exc).__name__}: {exc}"  # counted in core.errors
             _log().error("check (%s) failed: %s", why, self.core.error, exc_info=True)
-            snapshot = None
+            result = None
         else:
-            _log().debug("check (%s): %s in %.3fs", why, summary(snapshot), snapshot.duration)
+            _log().debug("check (%s): %s in %.3fs", why, summary(result), result.duration)
         finally:
             self._checking = False
         self._published()
-        return snapshot
+        return result
 
-    def _verdicts_changed(self, old: Optional[Snapshot], new: Snapshot) -> None:
+    def _verdicts_changed(self, old: Optional[CheckResult], new: CheckResult) -> None:
         """The core's listener: say what changed; publish it when the check was not ours
         (the D-Bus ``CheckNow``, the shutdown check)."""
         if old is not None:
@@ -446,7 +445,10 @@ def main(
     wait = parse_duration(debounce, "--debounce")
     notifier = Notifier(os.environ)
     env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_VARIABLES}  # not for commands
-    core = Core(Root.open(root), config, runner=Runner(dry_run=dry_run, env=env))
+    from kzguard.context import Context
+
+    ctx = Context.open(root, dry_run=dry_run, command_env=env)
+    core = Core(ctx.root, config, runner=ctx.runner)
     daemon = Daemon(core, notifier, interval=seconds, debounce=wait, bus=bus)
     return daemon.run()
 

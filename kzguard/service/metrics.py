@@ -1,6 +1,6 @@
 """Prometheus metrics: one custom collector over :attr:`Core.last`, served and written to a file.
 
-:class:`KzguardCollector` builds every family from the core's current snapshot on each
+:class:`KzguardCollector` builds every family from the core's last check result on each
 ``collect()`` (client_python's custom-collector pattern): nothing is cached between scrapes,
 and every series that can be 0 is written as an explicit 0. :func:`serve` exposes it over HTTP
 (a daemon thread that sleeps in ``select`` until a request or ``shutdown()``: no idle wakeups);
@@ -35,7 +35,7 @@ from prometheus_client.registry import CollectorRegistry
 from kzguard import __version__
 from kzguard.judge.policy import INSTALLED, PENDING, RUNNING
 from kzguard.judge.reasons import SAFE, UNKNOWN, UNSAFE
-from kzguard.root import Root
+from kzguard.managers import NAMES
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -45,10 +45,10 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
     from kzguard.judge.policy import KernelVerdict, Report
-    from kzguard.service.core import Core, Snapshot
+    from kzguard.service.core import CheckResult, Core
 
-MANAGERS = ("apt", "dnf", "dnf5", "pacman")
-"""Managers whose blocked-transactions counter is always exported (0 until one is refused)."""
+# every registered manager's blocked-transactions counter is exported, 0 until one is refused
+MANAGERS = NAMES
 VERDICTS = (SAFE, UNSAFE, UNKNOWN)
 DEFAULT_LISTEN = "127.0.0.1:9737"
 _LISTEN = re.compile(r"\[(?P<v6>[^\]]+)\]:(?P<v6port>\d+)|(?P<host>[^:\[\]]+):(?P<port>\d+)")
@@ -66,19 +66,19 @@ class KzguardCollector:
 
     def collect(self) -> Iterator[Metric]:
         core = self.core
-        snapshot, error, errors = core.last, core.error, core.errors  # one read of each
+        result, error, errors = core.last, core.error, core.errors  # one read of each
         build = InfoMetricFamily("kzguard_build", "kzguard's version (always 1)")
         build.add_metric([], {"version": __version__})
         yield build
         yield _gauge(
             "kzguard_last_check_timestamp_seconds",
             "When the last successful check of the host finished (Unix time; 0 before the first)",
-            snapshot.taken_at if snapshot else 0.0,
+            result.taken_at if result else 0.0,
         )
         yield _gauge(
             "kzguard_check_duration_seconds",
             "How long the last successful check took (0 before the first)",
-            snapshot.duration if snapshot else 0.0,
+            result.duration if result else 0.0,
         )
         yield _gauge(
             "kzguard_last_check_failed",
@@ -95,13 +95,13 @@ class KzguardCollector:
             "1 when the configuration snapshots the boot environment before kernel changes",
             1.0 if core.config.snapshots.enabled else 0.0,
         )
-        if snapshot is not None:
-            yield from _judgement(snapshot)
+        if result is not None:
+            yield from _judgement(result)
 
 
-def _judgement(snapshot: Snapshot) -> Iterator[Metric]:
+def _judgement(result: CheckResult) -> Iterator[Metric]:
     """The families that need a completed check."""
-    report = snapshot.report
+    report = result.report
     host = report.host
     next_boot = report.next_boot
     safe = next_boot is not None and next_boot.safe and not report.host_reasons
@@ -176,7 +176,7 @@ def _judgement(snapshot: Snapshot) -> Iterator[Metric]:
     yield _gauge(
         "kzguard_snapshot_last_success_timestamp_seconds",
         "When kzguard last took a snapshot of the boot environment (Unix time; 0 when never)",
-        snapshot.snapshot_success or 0.0,
+        result.snapshot_success or 0.0,
     )
     blocked = CounterMetricFamily(
         "kzguard_transactions_blocked",
@@ -184,7 +184,7 @@ def _judgement(snapshot: Snapshot) -> Iterator[Metric]:
         labels=["manager"],
     )
     counts = {name: 0 for name in MANAGERS}
-    counts.update(snapshot.blocked)
+    counts.update(result.blocked)
     for manager in sorted(counts):
         blocked.add_metric([manager], float(counts[manager]))
     yield blocked
@@ -241,7 +241,7 @@ def write_textfile(core: Core, path: Optional[str] = None) -> str:
         inner = core.config.metrics.textfile
         if not inner:
             raise ValueError("no textfile: metrics.textfile is not set")
-        path = Root(core.root.top).resolve(inner).as_posix()
+        path = core.root.fresh().resolve(inner).as_posix()
     directory = os.path.dirname(path) or "."
     fileio.check_directory(directory)
     if os.path.islink(path):

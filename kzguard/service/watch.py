@@ -80,7 +80,7 @@ _QUIET = frozenset(
 def targets(root: Root, base: Sequence[str] = WATCHED) -> Targets:
     """Every host path to watch in ``root``, and for an ancestor standing in for a missing
     path, the child names that lead to it. Nothing is read beyond directory listings."""
-    root = Root(root.top)  # a fresh root: resolved parents are cached per object
+    root = root.fresh()  # resolved parents are cached per object
     found: Targets = {}
     wanted: list[str] = [*base, *EXTRA, *root.glob(ZFS_SOURCES)]
     for modules_root in MODULE_ROOTS:

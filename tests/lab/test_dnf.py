@@ -29,6 +29,7 @@ from typing import NamedTuple, Optional
 import pytest
 
 from devtools.hostbuilder import HostTree
+from kzguard.context import Context
 from kzguard.managers import dnf5
 from kzguard.managers.dnf import Package, build_transaction, kernel_release
 from kzguard.root import Root
@@ -356,7 +357,7 @@ def _pinned_next(root: HostTree) -> None:
 
     root.kernel(NEXT)
     config = load_config(Root(root.path), None)
-    postinstall.check(Root(root.path), NEXT, config=config, runner=Runner())
+    postinstall.check(Context(Root(root.path), Runner(), config=config), NEXT)
     assert NEXT in pin.current(Root(root.path))
 
 
