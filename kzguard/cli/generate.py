@@ -1,15 +1,17 @@
-"""Man pages and shell completions, generated from one source: the argparse parser and SCHEMA.
+"""Everything generated and committed: man pages and shell completions (from the argparse
+parser and SCHEMA) and the package lists in the hook files (from the managers' registry,
+:mod:`kzguard.managers.hookfiles`).
 
-``python -m kzguard.cli.generate --out man/ --completions completions/`` writes ``kzguard.8``,
-``kzguard.yaml.5``, ``completions/kzguard.bash`` and ``completions/_kzguard``; the committed
-files must equal this output (tests/test_manpages.py). Never imported by the hooks.
+``python -m kzguard.cli.generate`` writes ``man/kzguard.8``, ``man/kzguard.yaml.5``,
+``completions/kzguard.bash``, ``completions/_kzguard`` and the hook files in place; the
+committed files must equal this output (tests/test_manpages.py). Never imported by the hooks.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Optional
 
@@ -385,17 +387,39 @@ def render_zsh() -> str:
     )
 
 
-OUTPUTS = {
-    "man/kzguard.8": render_kzguard8,
-    "man/kzguard.yaml.5": render_kzguard_yaml5,
-    "completions/kzguard.bash": render_bash,
-    "completions/_kzguard": render_zsh,
-}
+def _hook_file(rel: str) -> Callable[[], str]:
+    """A hook file of the source tree with its package lists from the managers' registry."""
+
+    def render() -> str:
+        from kzguard.managers import hookfiles
+
+        source = Path(__file__).resolve().parents[2] / rel
+        return hookfiles.render(rel, source.read_text(encoding="utf-8"))
+
+    return render
+
+
+def _outputs() -> dict[str, Callable[[], str]]:
+    from kzguard.managers import hookfiles
+
+    outputs: dict[str, Callable[[], str]] = {
+        "man/kzguard.8": render_kzguard8,
+        "man/kzguard.yaml.5": render_kzguard_yaml5,
+        "completions/kzguard.bash": render_bash,
+        "completions/_kzguard": render_zsh,
+    }
+    outputs.update({rel: _hook_file(rel) for rel in hookfiles.FILES})
+    return outputs
+
+
+OUTPUTS = _outputs()
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m kzguard.cli.generate")
-    ap.add_argument("--top", default=".", help="write man/ and completions/ under this directory")
+    ap.add_argument(
+        "--top", default=".", help="write man/, completions/ and hooks/ under this directory"
+    )
     args = ap.parse_args(argv)
     for rel, render in OUTPUTS.items():
         target = Path(args.top) / rel

@@ -1,4 +1,5 @@
-"""The committed man pages and completions equal the generator's output; real tools accept them."""
+"""What the generator makes (kzguard/cli/generate.py) is what is committed: man pages, completions
+and the hook files' package lists; real tools accept them."""
 
 from __future__ import annotations
 
