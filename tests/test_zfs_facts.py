@@ -50,7 +50,7 @@ def test_meta_parsed_like_configure_first_match_wins():
 
 
 def test_maximum_admits_every_patch_of_its_series():
-    rng = range_for("2.2.7", [], {})
+    rng = range_for("2.2.7", [], {}, table=release_table())
     assert rng is not None and rng.source == "table"
     assert rng.judge(parse_release("6.12.99-amd64")) is None
     assert rng.judge(parse_release("6.13.0-amd64")) == "kernel-too-new"
@@ -63,12 +63,12 @@ def test_meta_on_host_wins_over_table_and_table_over_config(tmp_path):
     tree.zfs_source("2.2.7", "4.18", "6.13")  # a patched META on the host says 6.13
     sources = read_sources(Root(tmp_path))
     ranges = {"2.2.7": ("3.10", "6.1"), "2.9.0": ("5.10", "7.5")}
-    rng = range_for("2.2.7-1", sources, ranges, "/etc/kzguard/kzguard.yaml")
+    rng = range_for("2.2.7-1", sources, ranges, "/etc/kzguard/kzguard.yaml", release_table())
     assert (rng.source, rng.linux_max, rng.origin) == ("meta", "6.13", "/usr/src/zfs-2.2.7/META")
-    assert range_for("2.2.6", sources, ranges).source == "table"
-    cfg = range_for("2.9.0", sources, ranges, "/etc/kzguard/kzguard.yaml")
+    assert range_for("2.2.6", sources, ranges, table=release_table()).source == "table"
+    cfg = range_for("2.9.0", sources, ranges, "/etc/kzguard/kzguard.yaml", release_table())
     assert (cfg.source, cfg.linux_max, cfg.origin) == ("config", "7.5", "/etc/kzguard/kzguard.yaml")
-    assert range_for("2.9.1", sources, ranges) is None
+    assert range_for("2.9.1", sources, ranges, table=release_table()) is None
 
 
 @pytest.mark.parametrize(
@@ -87,7 +87,7 @@ def test_garbage_meta_is_an_error_fact_and_falls_back_to_the_table(tmp_path, gar
     (source,) = read_sources(Root(tmp_path))
     assert source.error
     assert source.version == "2.2.7"  # from the directory name
-    assert range_for("2.2.7", [source], {}).source == "table"
+    assert range_for("2.2.7", [source], {}, table=release_table()).source == "table"
 
 
 def test_rc_release_in_meta_is_part_of_the_version():

@@ -48,3 +48,22 @@ def family_for(os_id: str, id_like: Iterable[str] = ()) -> str:
 def distro_for(family: str) -> Distro:
     """An instance of the family's class (the generic one for ``unknown``)."""
     return FAMILIES.get(family, Distro)()
+
+
+# DKMS's own ``override_dest_module_location``: where it installs modules, by its own reading
+# of /etc/os-release (``ID`` ubuntu, else the start of ``ID_LIKE``, else ``ID``), which is
+# not kzguard's family table above.
+DKMS_LOCATIONS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("fedora", "rhel", "ovm"), "/extra"),
+    (("sles", "suse", "opensuse"), "/updates"),
+    (("debian", "ubuntu", "arch"), "/updates/dkms"),
+)
+
+
+def dkms_install_location(os_id: str, id_like: str | None) -> str | None:
+    """Where DKMS installs modules for this os-release, ``None`` where dkms.conf decides."""
+    family = "ubuntu" if os_id == "ubuntu" else (id_like.lower() if id_like is not None else os_id)
+    for prefixes, location in DKMS_LOCATIONS:
+        if family.startswith(prefixes):
+            return location
+    return None

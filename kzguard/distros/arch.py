@@ -9,8 +9,6 @@ class Arch(Distro):
     family = "arch"
     zfs_delivery = PACKAGE
     module_roots = ("/usr/lib/modules", "/lib/modules")
-    managers = ("pacman",)
-    bootloaders = ("systemd-boot", "grub", "zfsbootmenu")
     # The dkms package's hook runs `dkms install` for every /usr/src/*/dkms.conf.
     dkms_autoregister = ("/usr/share/libalpm/hooks/70-dkms-install.hook",)
 

@@ -9,8 +9,6 @@ PREBUILT = "prebuilt"  # ships with the kernel package (Ubuntu, Proxmox): no ups
 PACKAGE = "package"  # a per-kernel package built from upstream OpenZFS (archzfs zfs-linux)
 NONE = "none"  # no ZFS found on the host
 
-DELIVERIES = (DKMS, KMOD, PREBUILT, PACKAGE, NONE)
-
 
 class Distro:
     """A distro family. Leaves override class attributes and the advice methods."""
@@ -18,8 +16,6 @@ class Distro:
     family = "unknown"
     zfs_delivery = DKMS
     module_roots: tuple[str, ...] = ("/lib/modules", "/usr/lib/modules")
-    managers: tuple[str, ...] = ()
-    bootloaders: tuple[str, ...] = ("grub",)
     # Files whose presence means the distro's DKMS integration builds every
     # /usr/src/<module>-<version> with a dkms.conf without a `dkms add` (Arch's alpm hook).
     dkms_autoregister: tuple[str, ...] = ()

@@ -8,8 +8,6 @@ from kzguard.distros.base import DKMS, Distro
 class Debian(Distro):
     family = "debian"
     zfs_delivery = DKMS
-    managers = ("apt",)
-    bootloaders = ("grub", "systemd-boot")
 
     def hold_command(self, release: str) -> str:
         return f"apt-mark hold linux-image-{release}"

@@ -9,8 +9,6 @@ from kzguard.distros.fedora import Fedora
 class EL(Fedora):
     family = "el"
     zfs_delivery = KMOD
-    managers = ("dnf",)
-    bootloaders = ("grub-bls",)
 
     def rebuild_command(self, release: str) -> str:
         return f"dnf reinstall kmod-zfs && weak-modules --add-kernel {release}"

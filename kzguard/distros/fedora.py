@@ -8,8 +8,6 @@ from kzguard.distros.base import DKMS, Distro
 class Fedora(Distro):
     family = "fedora"
     zfs_delivery = DKMS
-    managers = ("dnf", "dnf5")
-    bootloaders = ("grub-bls", "systemd-boot")
     signing_certificates = ("/var/lib/dkms/mok.pub", "/etc/pki/akmods/certs/public_key.der")
 
     def hold_command(self, release: str) -> str:

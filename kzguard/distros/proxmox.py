@@ -9,7 +9,6 @@ from kzguard.distros.debian import Debian
 class Proxmox(Debian):
     family = "proxmox"
     zfs_delivery = PREBUILT
-    bootloaders = ("proxmox-boot-tool", "grub", "systemd-boot")
 
     def hold_command(self, release: str) -> str:
         return (

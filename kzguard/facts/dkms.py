@@ -408,23 +408,12 @@ def install_location(root: Root, osr: Optional[OsRelease] = None) -> Optional[st
     DKMS's ``override_dest_module_location``, from ``/etc/os-release`` as DKMS reads it
     (``osr``: the root's os-release when the caller has read it already).
     """
+    from kzguard.distros import dkms_install_location
+
     osr = osr or read_os_release(root)
     if osr.path != "/etc/os-release":  # DKMS reads only /etc/os-release
         return None
-    if osr.id == "ubuntu":
-        family = "ubuntu"
-    elif "ID_LIKE" in osr.fields:
-        family = osr.fields["ID_LIKE"].lower()
-    else:
-        family = osr.id
-    for prefixes, location in (
-        (("fedora", "rhel", "ovm"), "/extra"),
-        (("sles", "suse", "opensuse"), "/updates"),
-        (("debian", "ubuntu", "arch"), "/updates/dkms"),
-    ):
-        if family.startswith(prefixes):
-            return location
-    return None
+    return dkms_install_location(osr.id, osr.fields.get("ID_LIKE"))
 
 
 # --- parsing `dkms status` -------------------------------------------------------------------

@@ -23,7 +23,7 @@ from kzguard.facts.secureboot import (
     enrolled_certificates,
     secure_boot_state,
 )
-from kzguard.facts.zfs import ZfsSource, newest_first, read_sources
+from kzguard.facts.zfs import ZfsSource, newest_first, read_sources, release_table
 from kzguard.root import Root
 
 TYPE_CHECKING = False
@@ -57,6 +57,8 @@ class Host(Record):
     boot: Optional[BootState] = None  # the bootloader's entries, default and next boot
     notes: tuple[str, ...] = ()  # facts worth saying that change no verdict
     unreadable: tuple[tuple[str, str], ...] = ()  # (path, why) of module roots not readable
+    # the built-in OpenZFS release table (version -> Linux min, max), read with the facts
+    release_table: tuple[tuple[str, tuple[str, str]], ...] = ()
 
     def installed_kernel(self, release: str) -> Optional[InstalledKernel]:
         for kernel in self.installed:
@@ -301,6 +303,7 @@ def gather(
         boot=bootloader,
         notes=tuple(delivery_notes(sources, dkms, installed, delivery, auto)),
         unreadable=unreadable,
+        release_table=tuple(release_table().items()),
     )
 
 

@@ -182,14 +182,16 @@ def range_for(
     sources: list[ZfsSource],
     config_ranges: Mapping[str, tuple[str, str]],
     config_origin: str = "config",
+    table: Optional[Mapping[str, tuple[str, str]]] = None,
 ) -> Optional[LinuxRange]:
-    """The supported range of ``version``: META first, then the table, then config."""
+    """The supported range of ``version``: META first, then the release ``table`` (a fact
+    the host carries; pure: nothing is read here), then config."""
     wanted = normalize_version(version)
     for source in sources:
         found = source.range()
         if found and source.version == wanted:
             return found
-    table = release_table()
+    table = table or {}
     if wanted in table:
         low, high = table[wanted]
         return LinuxRange(wanted, low, high, "table", "built-in table")

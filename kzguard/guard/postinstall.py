@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 MANAGER = "post-install"
 GUARD_REASON = "failed the post-install check"  # in the boot guard's reason: kzguard set it
 WHO = "kzguard post-install"
-KEEP, WARN, FAIL = "keep-default", "warn", "fail"
+WARN, FAIL = "warn", "fail"  # on_module_failure values acted on here (else keep-default)
 EXIT_FAIL = 1
 _VMLINUZ = re.compile(r"/?usr/lib/modules/([^/\s]+)/vmlinuz\Z")
 _META = re.compile(r"/?usr/src/zfs-[^/\s]+/META\Z")

@@ -222,6 +222,7 @@ class _Judge:
         transaction: Optional[Transaction],
     ):
         self.host = host
+        self.table = dict(host.release_table)
         self.zfs_ranges = zfs_ranges
         self.ranges_origin = ranges_origin
         self.override = normalize_version(override) if override else None
@@ -312,7 +313,7 @@ class _Judge:
             )
             return None, None
         sources = [*self.tx_sources, *self.host.zfs_sources]
-        found = range_for(version, sources, self.zfs_ranges, self.ranges_origin)
+        found = range_for(version, sources, self.zfs_ranges, self.ranges_origin, self.table)
         if found is None:
             reasons.append(
                 Reason(

@@ -121,10 +121,6 @@ class Core:
             return f"configuration not reloaded, keeping the old one: {exc}"
         return None
 
-    def watched_paths(self) -> list[str]:
-        """Host paths of the WATCHED directories and files that exist in the root."""
-        return [self.root.resolve(p).as_posix() for p in WATCHED if self.root.exists(p)]
-
     # --- admin actions (the D-Bus object authorises; these only act) ---------------------
 
     def pin(self, release: str, who: str) -> list[str]:
