@@ -10,7 +10,6 @@ import sys
 import pytest
 
 from devtools.hostbuilder import HostTree
-from kzguard import managers
 from kzguard.actions import apt_hold, pin, state
 from kzguard.base.transaction import Transaction
 from kzguard.config import Config
@@ -40,23 +39,6 @@ def debian_root(path) -> HostTree:
 
 
 # --- managers and the state file ---------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("paths", "found"),
-    [
-        (["/var/lib/dpkg/status"], ["apt"]),
-        (["/var/lib/rpm/rpmdb.sqlite"], ["dnf"]),
-        (["/usr/lib/sysimage/rpm/rpmdb.sqlite", "/usr/bin/dnf5"], ["dnf", "dnf5"]),
-        (["/var/lib/pacman/local/ALPM_DB_VERSION"], ["pacman"]),
-        ([], []),
-    ],
-)
-def test_managers_are_found_by_their_databases(tmp_path, paths, found):
-    tree = HostTree(tmp_path)
-    for inner in paths:
-        tree.write(inner, "")
-    assert [m.name for m in managers.on(Root(tmp_path))] == found
 
 
 def test_apt_pin_lives_in_the_state_and_the_preferences_file(tmp_path):
