@@ -295,7 +295,7 @@ def test_the_post_invoke_command_line_skips_the_parser(tmp_path, monkeypatch):
         "config_path": None,
         "dry_run": True,
     }
-    assert cli._fast_post_transaction(["hook", "post-install", NEW]) is None
+    assert cli._fast_hook(["hook", "post-install", NEW]) is None
 
 
 def test_a_manager_that_is_pid_1_is_found(tmp_path):

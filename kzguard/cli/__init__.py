@@ -285,19 +285,7 @@ def cmd_hook(args: argparse.Namespace) -> int:
         return _post_transaction(args)
     if args.release or args.targets:
         raise UsageError(f"hook {args.manager} takes no release and no --targets")
-    from kzguard.guard.gate import hook_main
-
-    adapter = managers.get(args.manager)
-    return hook_main(
-        args.manager,
-        adapter.read,
-        stdin=sys.stdin,
-        root_option=args.root,
-        config_path=args.config,
-        dry_run=args.dry_run,
-        on_hold=adapter.hold,
-        maintain=adapter.maintain,
-    )
+    return _stdin_hook(args.manager, args.root, args.config, args.dry_run)
 
 
 def _post_install(args: argparse.Namespace) -> int:
@@ -471,10 +459,11 @@ def _setup_logging(verbosity: int) -> None:
         logging.basicConfig(level=level, format="kzguard: %(levelname)s: %(message)s")
 
 
-def _fast_post_transaction(argv: Sequence[str]) -> Optional[int]:
-    """``[--root DIR] [--config FILE] [--dry-run] hook post-transaction MANAGER``, which apt
-    runs after every dpkg run, without building the parser (most runs have nothing to do);
-    ``None`` for any other command line."""
+def _fast_hook(argv: Sequence[str]) -> Optional[int]:
+    """``[--root DIR] [--config FILE] [--dry-run] hook MANAGER`` for a manager with a stdin
+    protocol, and ``... hook post-transaction MANAGER`` (which apt runs after every dpkg run),
+    without building the parser: these run inside every package-manager transaction, most of
+    them with nothing to do. ``None`` for any other command line (the parser takes it)."""
     options: dict[str, object] = {"--root": None, "--config": None, "--dry-run": False}
     words = list(argv)
     rest: list[str] = []
@@ -487,6 +476,11 @@ def _fast_post_transaction(argv: Sequence[str]) -> Optional[int]:
             options[word] = True
         else:
             rest.append(word)
+    root = options["--root"]
+    config = options["--config"]
+    dry_run = bool(options["--dry-run"])
+    if len(rest) == 2 and rest[0] == "hook" and rest[1] in managers.STDIN_HOOKS:
+        return _stdin_hook(rest[1], root, config, dry_run)  # type: ignore[arg-type]
     if len(rest) != 3 or rest[:2] != ["hook", POST_TRANSACTION]:
         return None
     if rest[2] not in managers.END_CHECKS:
@@ -495,9 +489,26 @@ def _fast_post_transaction(argv: Sequence[str]) -> Optional[int]:
 
     return postinstall.finish_main(
         rest[2],
-        root_option=options["--root"],  # type: ignore[arg-type]
-        config_path=options["--config"],  # type: ignore[arg-type]
-        dry_run=bool(options["--dry-run"]),
+        root_option=root,  # type: ignore[arg-type]
+        config_path=config,  # type: ignore[arg-type]
+        dry_run=dry_run,
+    )
+
+
+def _stdin_hook(manager: str, root: Optional[str], config: Optional[str], dry_run: bool) -> int:
+    """``kzguard hook MANAGER``: the adapter reads its protocol, the gate answers."""
+    from kzguard.guard.gate import hook_main
+
+    adapter = managers.get(manager)
+    return hook_main(
+        manager,
+        adapter.read,
+        stdin=sys.stdin,
+        root_option=root,
+        config_path=config,
+        dry_run=dry_run,
+        on_hold=adapter.hold,
+        maintain=adapter.maintain,
     )
 
 
@@ -524,7 +535,11 @@ def write_failure(exc: OSError) -> Optional[str]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    fast = _fast_post_transaction(sys.argv[1:] if argv is None else argv)
+    try:
+        fast = _fast_hook(sys.argv[1:] if argv is None else argv)
+    except KeyboardInterrupt:
+        print("kzguard: interrupted", file=sys.stderr)
+        return EXIT_INTERNAL
     if fast is not None:
         return fast
     parser = build_parser()
