@@ -6,7 +6,6 @@ command: 2 usage or configuration error, 3 internal error. ``status`` exits 0 wh
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
@@ -23,7 +22,8 @@ from kzguard.base.errors import (
 )
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # argparse (7 ms) loads only when the parser is built: not for the hooks
+    import argparse
     from typing import Optional
 
     from kzguard.context import Context
@@ -34,6 +34,8 @@ _ZFS_VERSION = re.compile(r"(zfs-)?\d+\.\d+(\.\d+)?(-rc\d+)?(-\d+)?\Z")
 
 def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     """Global options, accepted before and after the subcommand."""
+    import argparse
+
     default = argparse.SUPPRESS if suppress else None
     parser.add_argument(
         "--root", metavar="DIR", default=default, help="system root to judge (default /)"
@@ -61,6 +63,8 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
     """argparse's formatter with the width found without importing shutil (the hook budget)."""
+    import argparse
+
     try:
         width = int(os.environ.get("COLUMNS") or os.get_terminal_size(2).columns)
     except (OSError, ValueError):
@@ -69,10 +73,14 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
 
 
 def _subparser(**kwargs: object) -> argparse.ArgumentParser:
+    import argparse
+
     return argparse.ArgumentParser(formatter_class=_formatter, **kwargs)  # type: ignore[arg-type]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="kzguard",
         description="Keep the next boot off kernels that cannot load the ZFS module.",

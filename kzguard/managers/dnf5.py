@@ -36,13 +36,15 @@ changed only by :mod:`kzguard.actions.dnf5_hold` (imported when a hold is made o
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, TextIO
 
 from kzguard.base.errors import Dnf5Error
 from kzguard.managers.base import HookInput, Manager, PinForm
 from kzguard.managers.dnf import Package, build_transaction
 
+TYPE_CHECKING = False  # typing costs 2 ms to import: the registry loads every adapter
 if TYPE_CHECKING:
+    from typing import Any, TextIO
+
     from kzguard.base.transaction import Transaction
     from kzguard.context import Context
     from kzguard.judge.decision import Decision
