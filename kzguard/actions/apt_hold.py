@@ -225,16 +225,16 @@ def add(root: Root, runner: Runner, pins: Sequence[Pin], *, record: bool = True)
     ``record`` is false: the caller records and journals them itself)."""
     from kzguard.actions import state
 
-    with state.locked(root, dry_run=runner.dry_run) as st:
+    with state.locked(root, dry_run=runner.dry_run) as state_file:
         current, foreign = read(root)
         have = {p.key for p in current}
         new = [p._replace(since=p.since or _utc()) for p in pins if p.key not in have]
         if not new:
             return []
         for pin in new if record else ():
-            st.data["pins"][f"apt:{pin.key}"] = _record(pin)
-            st.event("pin-added", describe(pin), manager="apt", kernel=pin.release)
-        st.save()
+            state_file.data["pins"][f"apt:{pin.key}"] = _record(pin)
+            state_file.event("pin-added", describe(pin), manager="apt", kernel=pin.release)
+        state_file.save()
         _write(root, runner, render([*current, *new], foreign))
     for pin in new if record else ():
         journal.event("pin-added", describe(pin), priority=journal.NOTICE, kernel=pin.release)
@@ -249,15 +249,17 @@ def remove(root: Root, runner: Runner, keys: Iterable[str], *, record: bool = Tr
     wanted = set(keys)
     if not wanted:
         return []
-    with state.locked(root, dry_run=runner.dry_run) as st:
+    with state.locked(root, dry_run=runner.dry_run) as state_file:
         current, foreign = read(root)
         gone = [p for p in current if p.key in wanted]
         if not gone:
             return []
         for pin in gone if record else ():
-            st.data["pins"].pop(f"apt:{pin.key}", None)
-            st.event("pin-removed", describe(pin, lifted=True), manager="apt", kernel=pin.release)
-        st.save()
+            state_file.data["pins"].pop(f"apt:{pin.key}", None)
+            state_file.event(
+                "pin-removed", describe(pin, lifted=True), manager="apt", kernel=pin.release
+            )
+        state_file.save()
         _write(root, runner, render([p for p in current if p.key not in wanted], foreign))
     for pin in gone if record else ():
         journal.event("pin-removed", describe(pin, lifted=True), kernel=pin.release)

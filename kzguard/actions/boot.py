@@ -35,7 +35,7 @@ import time
 from kzguard.base import journal
 from kzguard.base.errors import CommandError
 from kzguard.base.record import Record
-from kzguard.facts import bootloader as bl
+from kzguard.facts import bootloader as bootloader
 from kzguard.facts import grub
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
@@ -65,7 +65,7 @@ def keep(root: Root, runner: Runner, release: str, *, reason: str) -> BootChange
     """Make the entry that boots ``release`` the persistent boot default."""
     from kzguard.actions import state
 
-    boot = bl.read_boot(root, runner)
+    boot = bootloader.read_boot(root, runner)
     target = _target(root, boot, runner)
     entry = boot.entry_for(release)
     if target is None:
@@ -78,21 +78,21 @@ def keep(root: Root, runner: Runner, release: str, *, reason: str) -> BootChange
         message = f"cannot keep {release} as the boot default: {why_not}"
         _log("boot-default-failed", message, boot.loader, release, None, None, reason)
         return _failed(boot.loader, None, message)
-    with state.locked(root, dry_run=runner.dry_run) as st:
+    with state.locked(root, dry_run=runner.dry_run) as state_file:
         try:
             before = target.current()
         except (CommandError, OSError) as exc:
             message = f"cannot keep {release} as the boot default: {exc}"
             _log("boot-default-failed", message, boot.loader, release, None, None, reason)
             return _failed(boot.loader, None, message)
-        previous = dict(st.data.get("boot") or {})
+        previous = dict(state_file.data.get("boot") or {})
         wanted = target.value_for(entry)
         if before == wanted and previous.get("kept") == release:
             return BootChange(False, boot.loader, before, before, f"{release} is already kept")
-        st.data["boot"] = _record(previous, target, before, entry, wanted, reason)
+        state_file.data["boot"] = _record(previous, target, before, entry, wanted, reason)
         verb = "would keep" if runner.dry_run else "kept"
-        st.event("boot-default-kept", f"{verb} {release}: {reason}", kernel=release)
-        st.save()  # record before you change
+        state_file.event("boot-default-kept", f"{verb} {release}: {reason}", kernel=release)
+        state_file.save()  # record before you change
         if before == wanted:
             message = f"{release} is already the boot default ({wanted}); kzguard now keeps it"
             _log("boot-default-kept", message, boot.loader, release, before, wanted, reason)
@@ -100,8 +100,8 @@ def keep(root: Root, runner: Runner, release: str, *, reason: str) -> BootChange
         after, error = _apply(runner, wanted, lambda: target.set(runner, wanted, entry), target)
         if error:
             if after in (before, None):
-                st.data["boot"] = previous  # nothing changed, so nothing to undo either
-                st.save()
+                state_file.data["boot"] = previous  # nothing changed, so nothing to undo either
+                state_file.save()
             message = f"cannot keep {release} as the boot default: {error}"
             _log("boot-default-failed", message, boot.loader, release, before, after, reason)
             return _failed(boot.loader, before, message)
@@ -117,9 +117,9 @@ def release(root: Root, runner: Runner) -> BootChange:
     """Undo :func:`keep`: restore the recorded original default, then drop the record."""
     from kzguard.actions import state
 
-    with state.locked(root, dry_run=runner.dry_run) as st:
-        record = dict(st.data.get("boot") or {})
-        boot = bl.read_boot(root, runner)
+    with state.locked(root, dry_run=runner.dry_run) as state_file:
+        record = dict(state_file.data.get("boot") or {})
+        boot = bootloader.read_boot(root, runner)
         if not record.get("loader"):
             return BootChange(False, boot.loader, None, None, "nothing to release")
         kept, original = record.get("kept"), record.get("original")
@@ -132,7 +132,7 @@ def release(root: Root, runner: Runner) -> BootChange:
                 f"({record.get('method')}): the recorded default {_shown(original)} "
                 "was not restored"
             )
-            return _drop(st, boot.loader, None, None, message, kept, failed=True)
+            return _drop(state_file, boot.loader, None, None, message, kept, failed=True)
         try:
             now = target.current()
         except (CommandError, OSError) as exc:
@@ -142,9 +142,9 @@ def release(root: Root, runner: Runner) -> BootChange:
                 f"{verb} the guard on {kept}; the default changed since ({_shown(now)}): "
                 "left as it is"
             )
-            return _drop(st, boot.loader, now, now, message, kept)
+            return _drop(state_file, boot.loader, now, now, message, kept)
         if now == original:
-            return _drop(st, boot.loader, now, now, f"{verb} the guard on {kept}", kept)
+            return _drop(state_file, boot.loader, now, now, f"{verb} the guard on {kept}", kept)
         after, error = _apply(
             runner, original, lambda: target.restore(runner, record, boot), target, now
         )
@@ -154,7 +154,7 @@ def release(root: Root, runner: Runner) -> BootChange:
             return _failed(boot.loader, now, message)
         restored = "would restore" if runner.dry_run else "restored"
         message = f"{verb} the guard on {kept}: {restored} the boot default {_shown(original)}"
-        return _drop(st, boot.loader, now, original, message, kept, changed=True)
+        return _drop(state_file, boot.loader, now, original, message, kept, changed=True)
 
 
 def _apply(
@@ -234,7 +234,7 @@ class _Target:
 class _Grub(_Target):
     def __init__(self, root: Root, boot: BootState, runner: Runner):
         super().__init__(root, boot, runner)
-        self.bls = boot.loader == bl.GRUB_BLS
+        self.bls = boot.loader == bootloader.GRUB_BLS
         self.grubenv = f"{grub.grub_dir(root) or grub.GRUB_DIRS[-1]}/grubenv"
         grubby = self.bls and root.exists("/usr/sbin/grubby")
         self.method = "grubby" if grubby else "grub-editenv"
@@ -272,15 +272,15 @@ class _Grub(_Target):
 class _SystemdBoot(_Target):
     def __init__(self, root: Root, boot: BootState, runner: Runner):
         super().__init__(root, boot, runner)
-        self.efivar = bl.efi_string(root, "LoaderEntryDefault") is not None
+        self.efivar = bootloader.efi_string(root, "LoaderEntryDefault") is not None
         self.method = "bootctl" if self.efivar else "loader.conf"
-        self.conf = bl.loader_conf(root) or _new_loader_conf(root)
+        self.conf = bootloader.loader_conf(root) or _new_loader_conf(root)
 
     def where(self) -> dict[str, Any]:
         if self.efivar:
             return {"method": self.method}
         text = self.root.read_text_or(self.conf) or ""
-        found = bl.loader_conf_default(text)
+        found = bootloader.loader_conf_default(text)
         line = text.splitlines()[found[0]] if found else None
         missing_eol = found is None and bool(text) and not text.endswith("\n")
         created = not self.root.exists(self.conf)
@@ -294,8 +294,8 @@ class _SystemdBoot(_Target):
 
     def current(self) -> Optional[str]:
         if self.efivar:
-            return bl.efi_string(self.root, "LoaderEntryDefault")
-        found = bl.loader_conf_default(self.root.read_text_or(self.conf) or "")
+            return bootloader.efi_string(self.root, "LoaderEntryDefault")
+        found = bootloader.loader_conf_default(self.root.read_text_or(self.conf) or "")
         return found[1] if found else None
 
     def set(self, runner: Runner, value: Optional[str], entry: Optional[BootEntry]) -> None:
@@ -328,7 +328,7 @@ class _SystemdBoot(_Target):
         path = self.root.resolve(self.conf).as_posix()
         text = self.root.read_text_or(self.conf) or ""
         lines = text.splitlines(keepends=True)
-        found = bl.loader_conf_default(text)
+        found = bootloader.loader_conf_default(text)
         if found is not None:
             old = lines[found[0]]
             ending = old[len(old.rstrip("\r\n")) :]
@@ -365,7 +365,7 @@ class _ZfsBootMenu(_Target):
         return None if self.dataset else "the root file system is not a ZFS dataset"
 
     def current(self) -> Optional[str]:
-        value, source = bl.zbm_property(self.runner, self.dataset or "")
+        value, source = bootloader.zbm_property(self.runner, self.dataset or "")
         return value if source == "local" else None
 
     def value_for(self, entry: BootEntry) -> str:
@@ -374,23 +374,23 @@ class _ZfsBootMenu(_Target):
         import re
 
         for value in (entry.kernel, entry.id, f"^/boot/{re.escape(entry.id)}$"):
-            if value and bl.zbm_match(self.boot.entries, value) == entry:
+            if value and bootloader.zbm_match(self.boot.entries, value) == entry:
                 return value
         return entry.id
 
     def set(self, runner: Runner, value: Optional[str], entry: Optional[BootEntry]) -> None:
         dataset = self.dataset or ""
         if value is None:
-            runner.run(["zfs", "inherit", bl.ZBM_PROPERTY, dataset], changes=True)
+            runner.run(["zfs", "inherit", bootloader.ZBM_PROPERTY, dataset], changes=True)
         else:
-            runner.run(["zfs", "set", f"{bl.ZBM_PROPERTY}={value}", dataset], changes=True)
+            runner.run(["zfs", "set", f"{bootloader.ZBM_PROPERTY}={value}", dataset], changes=True)
 
 
 _TARGETS = {
-    bl.GRUB_BLS: _Grub,
-    bl.GRUB: _Grub,
-    bl.SYSTEMD_BOOT: _SystemdBoot,
-    bl.ZFSBOOTMENU: _ZfsBootMenu,
+    bootloader.GRUB_BLS: _Grub,
+    bootloader.GRUB: _Grub,
+    bootloader.SYSTEMD_BOOT: _SystemdBoot,
+    bootloader.ZFSBOOTMENU: _ZfsBootMenu,
 }
 
 
@@ -405,7 +405,7 @@ def _same_place(record: dict[str, Any], loader: str, target: _Target) -> bool:
 
 
 def _new_loader_conf(root: Root) -> str:
-    esp = next((e for e in bl.ESPS if root.is_dir(f"{e}/loader")), bl.ESPS[0])
+    esp = next((e for e in bootloader.ESPS if root.is_dir(f"{e}/loader")), bootloader.ESPS[0])
     return f"{esp}/loader/loader.conf"
 
 
@@ -427,7 +427,7 @@ def _one_shot_note(boot: BootState, release: str) -> str:
 
 
 def _drop(
-    st: Any,
+    state_file: Any,
     loader: str,
     before: Optional[str],
     after: Optional[str],
@@ -437,9 +437,9 @@ def _drop(
     changed: bool = False,
     failed: bool = False,
 ) -> BootChange:
-    st.data["boot"] = {}
-    st.event("boot-default-released", message, kernel=kept)
-    st.save()
+    state_file.data["boot"] = {}
+    state_file.event("boot-default-released", message, kernel=kept)
+    state_file.save()
     _log("boot-default-released", message, loader, kept, before, after, None)
     return BootChange(changed, loader, before, after, message, failed)
 

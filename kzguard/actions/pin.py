@@ -135,13 +135,13 @@ def add(
     names = [m.name for m in present]
     pin = PinInfo(release, reason, _utc(), who, ",".join(names), tuple(codes), auto)
     verb = "would pin" if runner.dry_run else "pinned"
-    with state.locked(root, dry_run=runner.dry_run) as st:
-        old = from_state(st.data).get(release)
+    with state.locked(root, dry_run=runner.dry_run) as state_file:
+        old = from_state(state_file.data).get(release)
         if old is None:
-            st.data["pins"][release] = pin.to_state()
+            state_file.data["pins"][release] = pin.to_state()
             message = f"{verb} kernel {release}: {reason}"
-            st.event("pin-added", message, kernel=release, manager=names, who=who)
-            st.save()
+            state_file.event("pin-added", message, kernel=release, manager=names, who=who)
+            state_file.save()
     ctx.refresh()
     if old is not None:
         lines = [f"kzguard: {release} stays pinned ({old.reason}, since {old.time})"]
@@ -170,13 +170,13 @@ def remove(ctx: Context, release: str, *, why: str) -> list[str]:
     root, runner = ctx.root, ctx.runner
     reconcile(ctx, adopt=False)  # an orphan stanza is what this removes
     verb = "would lift" if runner.dry_run else "lifted"
-    with state.locked(root, dry_run=runner.dry_run) as st:
-        pin = from_state(st.data).get(release)
+    with state.locked(root, dry_run=runner.dry_run) as state_file:
+        pin = from_state(state_file.data).get(release)
         if pin is not None:
-            del st.data["pins"][release]
+            del state_file.data["pins"][release]
             message = f"{verb} the pin on kernel {release}: {why}"
-            st.event("pin-removed", message, kernel=release, manager=pin.managers)
-            st.save()
+            state_file.event("pin-removed", message, kernel=release, manager=pin.managers)
+            state_file.save()
     ctx.refresh()
     # every form a pin can take, in case a manager was installed or removed since
     found = [line for m in ctx.all_managers for line in m.unpin(ctx, release)]
@@ -222,7 +222,7 @@ def reconcile(ctx: Context, *, adopt: bool = True) -> list[str]:
         orphans = sorted(set(forms) - set(pins)) if adopt and manager.adopts else []
         if not orphans:
             continue
-        with state.locked(ctx.root, dry_run=ctx.dry_run) as st:
+        with state.locked(ctx.root, dry_run=ctx.dry_run) as state_file:
             for release in orphans:
                 found = PinInfo(
                     release,
@@ -233,8 +233,8 @@ def reconcile(ctx: Context, *, adopt: bool = True) -> list[str]:
                     forms[release].codes,
                     auto=False,
                 )
-                st.data["pins"].setdefault(release, found.to_state())
-            st.save()
+                state_file.data["pins"].setdefault(release, found.to_state())
+            state_file.save()
         ctx.refresh()
         lines.append(
             f"kzguard: recorded the pins found only in {manager.name}'s file: {', '.join(orphans)}"

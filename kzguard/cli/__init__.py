@@ -385,14 +385,16 @@ def cmd_allow(args: argparse.Namespace) -> int:
         return 0
     parse_release(args.release)
     who = _who()
-    with state.locked(root, dry_run=args.dry_run) as st:
+    with state.locked(root, dry_run=args.dry_run) as state_file:
         if args.remove:
-            removed = st.data["allow"].pop(args.release, None) is not None
+            removed = state_file.data["allow"].pop(args.release, None) is not None
         else:
             when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            st.data["allow"][args.release] = {"time": when, "by": who}
-            st.event("allow-added", f"{who} allowed {args.release} once", kernel=args.release)
-        st.save()
+            state_file.data["allow"][args.release] = {"time": when, "by": who}
+            state_file.event(
+                "allow-added", f"{who} allowed {args.release} once", kernel=args.release
+            )
+        state_file.save()
     # said only once the state file holds it (a failed write raised above: nothing is claimed)
     if args.remove:
         print(f"kzguard: override for {args.release} " + ("withdrawn" if removed else "not found"))

@@ -65,15 +65,17 @@ def run_gate(
     if lifted_into is not None:
         lifted_into.extend(lifted.releases)
     from_env = allowed_from_env(env)
-    with state.locked(root, dry_run=runner.dry_run) as st:
-        stored = set(st.data["allow"])
+    with state.locked(root, dry_run=runner.dry_run) as state_file:
+        stored = set(state_file.data["allow"])
         decision = decide(
             report,
             on_unsupported=config.on_unsupported_kernel,
             on_unknown=config.on_unknown,
             allowed=from_env | stored,
             command=command,
-            pinned={r: why for r, why in _pinned(st.data).items() if r not in lifted.releases},
+            pinned={
+                r: why for r, why in _pinned(state_file.data).items() if r not in lifted.releases
+            },
         )
         if lifted.lines:
             decision = decision._replace(lines=(*lifted.lines, *decision.lines))
@@ -82,7 +84,7 @@ def run_gate(
         for release in decision.allowed:
             how = ALLOW_ENV if release in from_env else "kzguard allow"
             if release not in from_env:
-                del st.data["allow"][release]
+                del state_file.data["allow"][release]
             journal.event(
                 "override-used",
                 f"{release} let through {transaction.manager} by {how}",
@@ -92,13 +94,13 @@ def run_gate(
                 manager=transaction.manager,
             )
         if decision.action in (ALLOW, WARN) and config.snapshots.enabled:  # it goes ahead
-            decision = _snapshot(ctx, transaction, decision, st)
-        _record(st, transaction, decision)
+            decision = _snapshot(ctx, transaction, decision, state_file)
+        _record(state_file, transaction, decision)
         if in_flight is not None and decision.action in (ALLOW, WARN):
             from kzguard.guard import inflight
 
             inflight.begin(
-                st.data,
+                state_file.data,
                 transaction.manager,
                 in_flight,
                 kernels=transaction.install,
@@ -106,7 +108,7 @@ def run_gate(
                 token=token,
                 lifted=lifted.releases,
             )
-        st.save()
+        state_file.save()
     ctx.refresh()
     if not runner.dry_run:  # the service re-checks now rather than at its next look
         from kzguard.service.notify import notify_change
@@ -177,7 +179,9 @@ def _pinned(data: Mapping[str, object]) -> dict[str, str]:
     return pin.refusals(data)
 
 
-def _snapshot(ctx: Context, transaction: Transaction, decision: Decision, st: State) -> Decision:
+def _snapshot(
+    ctx: Context, transaction: Transaction, decision: Decision, state_file: State
+) -> Decision:
     from kzguard.actions import snapshot
 
     kernels = [*transaction.install, *transaction.remove]
@@ -194,7 +198,7 @@ def _snapshot(ctx: Context, transaction: Transaction, decision: Decision, st: St
     )
     decision = decision.with_line(f"kzguard: {result.message}")
     if result.status == snapshot.TAKEN and not runner.dry_run:
-        st.data.setdefault("counters", {})["snapshot_last_success"] = time.time()
+        state_file.data.setdefault("counters", {})["snapshot_last_success"] = time.time()
     if result.failed and config.snapshots.required:
         return decision.with_block(
             "kzguard: refusing the transaction: the snapshot failed and snapshots.required is true"
@@ -205,17 +209,17 @@ def _snapshot(ctx: Context, transaction: Transaction, decision: Decision, st: St
 _EVENT_KINDS = {BLOCK: "transaction-blocked", HOLD: "transaction-held", WARN: "transaction-warned"}
 
 
-def _record(st: State, transaction: Transaction, decision: Decision) -> None:
+def _record(state_file: State, transaction: Transaction, decision: Decision) -> None:
     kind = _EVENT_KINDS.get(decision.action)
     if kind is None:
         return
     kernels = [*decision.blocked, *decision.held, *decision.warned]
     message = f"{transaction.manager}: {decision.action} {', '.join(kernels) or 'transaction'}"
-    st.event(kind, message, manager=transaction.manager, kernels=kernels)
+    state_file.event(kind, message, manager=transaction.manager, kernels=kernels)
     if decision.action == BLOCK:
         from kzguard.actions import state
 
-        state.count_blocked(st.data, transaction.manager)
+        state.count_blocked(state_file.data, transaction.manager)
     priority = journal.WARNING if decision.action == WARN else journal.ERROR
     journal.event(
         kind, message, priority=priority, shown=True, manager=transaction.manager, kernel=kernels

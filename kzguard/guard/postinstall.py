@@ -113,11 +113,11 @@ def _passed(ctx: Context, host: Host, report: Report, release: str) -> Outcome:
     newest = max(safe, key=sort_key)
     message = f"kernel {release} passed the post-install check: {_modules(report, release)}"
     lines = [f"kzguard: {message}"]
-    with state.locked(root, dry_run=runner.dry_run) as st:
-        before = st.data.get("last_good")
-        st.data["last_good"] = newest
-        st.event("post-install-safe", message, kernel=release, last_good=newest)
-        st.save()
+    with state.locked(root, dry_run=runner.dry_run) as state_file:
+        before = state_file.data.get("last_good")
+        state_file.data["last_good"] = newest
+        state_file.event("post-install-safe", message, kernel=release, last_good=newest)
+        state_file.save()
     if before != newest:
         was = f" (was {before})" if before else ""
         verb = "would record" if runner.dry_run else "recorded"
@@ -156,9 +156,9 @@ def _failed(ctx: Context, report: Report, release: str) -> Outcome:
         reason = f"{pin.POST_INSTALL_REASON} ({', '.join(codes) or verdict.verdict})"
         lines += pin.add(ctx, release, reason=reason, who=WHO, codes=codes, auto=True)
     lines += _advice(report, verdict, pinned=policy != WARN)
-    with state.locked(root, dry_run=runner.dry_run) as st:
-        st.event("post-install-failed", message, kernel=release, action=policy, codes=codes)
-        st.save()
+    with state.locked(root, dry_run=runner.dry_run) as state_file:
+        state_file.event("post-install-failed", message, kernel=release, action=policy, codes=codes)
+        state_file.save()
     if not runner.dry_run:
         journal.event(
             "post-install-failed",
@@ -394,21 +394,21 @@ def _queue_if_inside(
 
     if inflight.record_of(ctx.state) is None:  # empty for a missing or broken file
         return None, []
-    with state.locked(ctx.root, dry_run=ctx.dry_run) as st:
-        record = inflight.record_of(st.data)
+    with state.locked(ctx.root, dry_run=ctx.dry_run) as state_file:
+        record = inflight.record_of(state_file.data)
         if record is None:
             return None, []
         where = inflight.inside(record, env)
         if where == inflight.OURS:
             if release not in record.setdefault("queued", []):
                 record["queued"].append(release)
-            st.save()
+            state_file.save()
             return str(record.get("manager") or "the package manager"), []
         if where == inflight.RUNNING:
             return None, []
-        del st.data[inflight.KEY]
-        st.event("transaction-stale", _stale_message(record), manager=record.get("manager"))
-        st.save()
+        del state_file.data[inflight.KEY]
+        state_file.event("transaction-stale", _stale_message(record), manager=record.get("manager"))
+        state_file.save()
     return None, [r for r in inflight.queued(record) if r != release]
 
 
@@ -566,11 +566,11 @@ def _clear(ctx: Context, record: Mapping[str, object]) -> None:
     from kzguard.actions import state
     from kzguard.guard import inflight
 
-    with state.locked(ctx.root, dry_run=ctx.dry_run) as st:
-        current = inflight.record_of(st.data)
+    with state.locked(ctx.root, dry_run=ctx.dry_run) as state_file:
+        current = inflight.record_of(state_file.data)
         if current is not None and current.get("token") == record.get("token"):
-            del st.data[inflight.KEY]
-            st.save()
+            del state_file.data[inflight.KEY]
+            state_file.save()
 
 
 def _on_error(

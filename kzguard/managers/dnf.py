@@ -306,9 +306,9 @@ def begin(
             return []  # no /proc: nothing to tell a stale record by, kernel-install acts
         token = inflight.new_token()
         ctx = (session or Session(root_path, config_path)).ctx
-        with state.locked(ctx.root) as st:
+        with state.locked(ctx.root) as state_file:
             inflight.begin(
-                st.data,
+                state_file.data,
                 MANAGER,
                 process,
                 kernels=tx.install,
@@ -316,7 +316,7 @@ def begin(
                 token=token,
                 lifted=lifted,
             )
-            st.save()
+            state_file.save()
         (os.environ if env is None else env)[inflight.TOKEN_ENV] = token
     except Exception as exc:  # noqa: BLE001 - kernel-install's check then acts at once
         return [
