@@ -28,6 +28,13 @@ ARCH_OLD, ARCH_NEW = "6.12.4-arch1-1", "6.12.10-arch1-1"
 REASON = f"{pin.POST_INSTALL_REASON} (module-missing)"
 
 
+def _pin_as_the_check_does(root: Root, release: str, code: str) -> list[str]:
+    """The pin a failed post-install check makes (auto, with its reason code)."""
+    return pin.add(
+        Context(root, Runner()), release, reason=REASON, who="t", codes=[code], auto=True
+    )
+
+
 def pinned_state(tmp_path) -> dict:
     return json.loads((tmp_path / state.STATE_FILE.lstrip("/")).read_text())["pins"]
 
@@ -92,14 +99,7 @@ def test_an_apt_run_does_not_lift_a_kernel_pin(tmp_path):
     """apt's own upkeep lifts the holds of its hold policy, never a post-install pin."""
     debian_root(tmp_path).kernel(sc.DEBIAN_RUNNING).zfs_source("2.2.7", "4.18", "6.12")
     root = Root(tmp_path)
-    pin.add(
-        Context(root, Runner()),
-        DEB_NEW,
-        reason=REASON,
-        who="t",
-        codes=["module-missing"],
-        auto=True,
-    )
+    _pin_as_the_check_does(root, DEB_NEW, "module-missing")
     assert apt.lift_unneeded(Context(root, Runner()), Transaction("apt")) == []
     assert [p.kind for p in apt_hold.read(root)[0]] == ["pin"]
     assert DEB_NEW in pinned_state(tmp_path)
@@ -199,14 +199,7 @@ def arch_root(path) -> HostTree:
 def test_the_pacman_hook_refuses_a_pinned_kernel(tmp_path, capsys, monkeypatch, fake_zfs):
     arch_root(tmp_path)
     root = Root(tmp_path)
-    pin.add(
-        Context(root, Runner()),
-        ARCH_NEW,
-        reason=REASON,
-        who="t",
-        codes=["module-missing"],
-        auto=True,
-    )
+    _pin_as_the_check_does(root, ARCH_NEW, "module-missing")
     targets = f"usr/lib/modules/{ARCH_NEW}/vmlinuz\n"
     monkeypatch.delenv("KZGUARD_ALLOW", raising=False)
 
@@ -256,14 +249,7 @@ def test_a_missing_module_pin_is_not_lifted_by_range(tmp_path):
     tree = arch_root(tmp_path)
     tree.kernel(ARCH_NEW, modules_root="/usr/lib/modules")  # DKMS failed: no module
     root = Root(tmp_path)
-    pin.add(
-        Context(root, Runner()),
-        ARCH_NEW,
-        reason=REASON,
-        who="t",
-        codes=["module-missing"],
-        auto=True,
-    )
+    _pin_as_the_check_does(root, ARCH_NEW, "module-missing")
     host = gather(root)
     assert liftable(host, Config.defaults(), pin.current(root).values()) == []
     # a manual pin is never lifted by a check, even on a safe kernel
