@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from typing import Optional
 
 EXIT_SAFE = 0
-EXIT_UNSAFE = 1
+EXIT_UNSAFE = 1  # check: a kernel is not safe; a hook: the transaction is refused, or fails
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 

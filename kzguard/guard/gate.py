@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping
 
 from kzguard.base import journal
+from kzguard.base.errors import EXIT_SAFE, EXIT_UNSAFE
 from kzguard.base.transaction import Transaction
 from kzguard.judge.decision import ALLOW, ALLOW_ENV, BLOCK, HOLD, WARN, Decision, allowed_from_env
 from kzguard.managers.base import HookInput
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
     from kzguard.base.deadline import Overall
     from kzguard.context import Context
     from kzguard.guard.inflight import Process
-
-EXIT_REFUSE = 1
 
 
 def run_gate(
@@ -318,13 +317,13 @@ class _Hook:
             return _on_error(self.manager, exc, root_path, self.config_path)
         for line in decision.lines:
             print(line, file=sys.stderr)
-        return EXIT_REFUSE if decision.action in (BLOCK, HOLD) else 0
+        return EXIT_UNSAFE if decision.action in (BLOCK, HOLD) else EXIT_SAFE
 
 
 def _on_error(manager: str, exc: Exception, root_path: str, config_path: Optional[str]) -> int:
     refuse, message = error_outcome(manager, exc, root_path, config_path)
     print(f"kzguard: {message}", file=sys.stderr)
-    return EXIT_REFUSE if refuse else 0
+    return EXIT_UNSAFE if refuse else EXIT_SAFE
 
 
 def error_outcome(

@@ -25,7 +25,7 @@ import os
 import re
 import sys
 
-from kzguard.base.errors import KzguardError
+from kzguard.base.errors import EXIT_SAFE, EXIT_UNSAFE, KzguardError
 from kzguard.base.record import Record
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
@@ -43,7 +43,6 @@ MANAGER = "post-install"
 GUARD_REASON = "failed the post-install check"  # in the boot guard's reason: kzguard set it
 WHO = "kzguard post-install"
 WARN, FAIL = "warn", "fail"  # on_module_failure values acted on here (else keep-default)
-EXIT_FAIL = 1
 _VMLINUZ = re.compile(r"/?usr/lib/modules/([^/\s]+)/vmlinuz\Z")
 _META = re.compile(r"/?usr/src/zfs-[^/\s]+/META\Z")
 _STATE_FILE = "/var/lib/kzguard/state.json"  # kzguard.actions.state.STATE_FILE, not imported for it
@@ -170,7 +169,7 @@ def _failed(ctx: Context, report: Report, release: str) -> Outcome:
             codes=codes,
             last_good=good,
         )
-    exit_code = EXIT_FAIL if policy == FAIL else 0
+    exit_code = EXIT_UNSAFE if policy == FAIL else EXIT_SAFE
     return Outcome(release, verdict.verdict, policy, exit_code, tuple(lines), good, error)
 
 
@@ -593,4 +592,4 @@ def _on_error(
         kernel=release,
     )
     print(f"kzguard: {message}", file=out)
-    return EXIT_FAIL if refuse else 0
+    return EXIT_UNSAFE if refuse else EXIT_SAFE
