@@ -9,6 +9,8 @@ Nothing below the entry points builds a :class:`~kzguard.root.Root` or a
 
 from __future__ import annotations
 
+import os
+
 from kzguard.root import Root, Runner
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
@@ -37,7 +39,8 @@ class Context:
         self.root = root
         self.runner = runner
         self.config_path = config_path
-        self.env = env
+        # what the run reads (KZGUARD_ALLOW...): the process environment unless a test says
+        self.env: Mapping[str, str] = os.environ if env is None else env
         self._config = config
         self._host: Optional[Host] = None
         self._state: Optional[dict[str, Any]] = None

@@ -402,6 +402,15 @@ def test_zfsbootmenu_boots_the_newest_unless_the_property_says(tmp_path, fake_zf
     assert "matches no kernel" in boot.problems[0]
 
 
+def test_zfsbootmenu_without_a_runner_says_it_could_not_ask(tmp_path, fake_zfs):
+    """No runner handed in: no `zfs get` runs, and the property is a problem, not a crash."""
+    zbm(tmp_path)
+    boot = bl.read_boot(Root(tmp_path))
+    assert fake_zfs.calls() == []
+    assert "no command may run here" in boot.problems[0]
+    assert boot.source == "newest kernel in /boot"
+
+
 def test_only_zfsbootmenu_runs_a_command(tmp_path, fake_zfs):
     arch_sd(tmp_path)
     HostTree(tmp_path).zfs_root("rpool/ROOT/arch")  # root on ZFS, but booted by systemd-boot

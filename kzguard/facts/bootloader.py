@@ -436,7 +436,7 @@ def _read_zfsbootmenu(root: Root, runner: Optional[Runner]) -> BootState:
     default, source = (entries[0] if entries else None), "newest kernel in /boot"
     try:
         value, _ = zbm_property(runner, dataset or "")
-    except CommandError as exc:
+    except (CommandError, FactError) as exc:  # FactError: no runner, so no `zfs get`
         problems.append(f"cannot read {ZBM_PROPERTY} of {dataset}: {exc}")
         value = None
     if value is not None:

@@ -11,7 +11,6 @@ fails.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Mapping
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
 
     from kzguard.actions.pin import Lifted
     from kzguard.actions.state import State
-    from kzguard.base.deadline import Overall
     from kzguard.context import Context
     from kzguard.guard.inflight import Process
 
@@ -55,7 +53,6 @@ def run_gate(
     from kzguard.judge.policy import judge
 
     root, runner = ctx.root, ctx.runner
-    env = os.environ if ctx.env is None else ctx.env
     config = ctx.config
     report = judge(
         ctx.host, config.zfs_ranges, transaction=transaction, ranges_origin=config.source
@@ -63,7 +60,7 @@ def run_gate(
     lifted = _lift_pins(ctx, transaction)
     if lifted_into is not None:
         lifted_into.extend(lifted.releases)
-    from_env = allowed_from_env(env)
+    from_env = allowed_from_env(ctx.env)
     with state.locked(root, dry_run=runner.dry_run) as state_file:
         stored = set(state_file.data["allow"])
         decision = decide(
@@ -128,9 +125,9 @@ def recheck(
     files are downloaded and their META can be read. ``allowed`` are the kernels the first
     decision let through by an admin's override."""
     from kzguard.judge.decision import decide
+    from kzguard.judge.holds import allowed_kernels
     from kzguard.judge.policy import judge
 
-    env = os.environ if ctx.env is None else ctx.env
     config = ctx.config
     report = judge(
         ctx.host, config.zfs_ranges, transaction=transaction, ranges_origin=config.source
@@ -140,7 +137,7 @@ def recheck(
         report,
         on_unsupported=config.on_unsupported_kernel,
         on_unknown=config.on_unknown,
-        allowed=set(allowed) | allowed_from_env(env) | set(data["allow"]),
+        allowed=set(allowed) | allowed_kernels(ctx.env, data),
         command=command,
         pinned=_pinned(data),
     )
@@ -156,7 +153,7 @@ def _lift_pins(ctx: Context, transaction: Transaction) -> Lifted:
         return pin.Lifted()
     from kzguard.judge.holds import liftable
 
-    pins = pin.current(ctx.root).values()
+    pins = pin.from_state(ctx.state).values()  # the state already read, not a second read
     lifts = liftable(ctx.host, ctx.config, pins, zfs_version=transaction.zfs_version)
     return pin.lift(ctx, lifts)
 
@@ -244,80 +241,59 @@ def hook_main(
     return at once when it has nothing to do; its lines are shown to the admin.
     """
     from kzguard.base.deadline import overall
+    from kzguard.context import Context
 
     root_path = root_option or "/"
     try:
         with overall() as limit:
-            hook = _Hook(manager, root_option, config_path, dry_run, limit, env)
-            return hook.run(read, stdin, on_hold, maintain)
+            ctx = Context.open(
+                root_path,
+                dry_run=dry_run,
+                config_path=config_path,
+                overall=limit,
+                env=env,
+                must_exist=False,
+            )
+            return _hook(manager, ctx, read, stdin, bool(root_option), on_hold, maintain)
     except Exception as exc:  # noqa: BLE001 - any failure of kzguard itself meets on_error
         return _on_error(manager, exc, root_path, config_path)
 
 
-class _Hook:
-    """One hook invocation inside its overall deadline (:func:`hook_main`)."""
-
-    def __init__(
-        self,
-        manager: str,
-        root_option: Optional[str],
-        config_path: Optional[str],
-        dry_run: bool,
-        limit: Overall,
-        env: Optional[Mapping[str, str]],
-    ):
-        self.manager = manager
-        self.root_option = root_option
-        self.config_path = config_path
-        self.dry_run = dry_run
-        self.limit = limit
-        self.env = env
-
-    def run(
-        self,
-        read: Callable[[TextIO, Context], HookInput],
-        stdin: TextIO,
-        on_hold: Optional[Callable[[Context, Decision, Transaction], list[str]]],
-        maintain: Optional[Callable[[Context, HookInput], list[str]]],
-    ) -> int:
-        from kzguard.context import Context
-
-        root_path = self.root_option or "/"
-        try:
-            ctx = Context.open(
-                root_path,
-                dry_run=self.dry_run,
-                config_path=self.config_path,
-                overall=self.limit,
-                env=self.env,
-                must_exist=False,
-            )
-            hook_input = read(stdin, ctx)
-            if not self.root_option and hook_input.root:  # the root the manager works on
-                root_path = hook_input.root
-                ctx.move_to(root_path)
-            upkeep = maintain(ctx, hook_input) if maintain else []
-            for line in upkeep:
-                print(line, file=sys.stderr)
-            if not hook_input.transaction.relevant:
-                return 0
-            ctx.require_root()  # a missing root is an error from here on
-            in_flight = None
-            if hook_input.final_check:
-                from kzguard.guard.inflight import manager_process
-
-                in_flight = manager_process()
-            decision = run_gate(
-                ctx, hook_input.transaction, command=hook_input.command, in_flight=in_flight
-            )
-            if decision.action == HOLD and on_hold is not None:
-                held = on_hold(ctx, decision, hook_input.transaction)
-                decision = decision._replace(lines=(*decision.lines, *held))
-        except Exception as exc:  # noqa: BLE001 - any failure of kzguard itself meets on_error
-            return _on_error(self.manager, exc, root_path, self.config_path)
-        for line in decision.lines:
+def _hook(
+    manager: str,
+    ctx: Context,
+    read: Callable[[TextIO, Context], HookInput],
+    stdin: TextIO,
+    root_given: bool,
+    on_hold: Optional[Callable[[Context, Decision, Transaction], list[str]]],
+    maintain: Optional[Callable[[Context, HookInput], list[str]]],
+) -> int:
+    """:func:`hook_main` inside its overall deadline, on the hook's one context."""
+    try:
+        hook_input = read(stdin, ctx)
+        if not root_given and hook_input.root:  # the root the manager works on
+            ctx.move_to(hook_input.root)
+        for line in maintain(ctx, hook_input) if maintain else []:
             print(line, file=sys.stderr)
-        return EXIT_UNSAFE if decision.action in (BLOCK, HOLD) else EXIT_SAFE
+        if not hook_input.transaction.relevant:
+            return EXIT_SAFE
+        ctx.require_root()  # a missing root is an error from here on
+        in_flight = None
+        if hook_input.final_check:
+            from kzguard.guard.inflight import manager_process
+
+            in_flight = manager_process()
+        decision = run_gate(
+            ctx, hook_input.transaction, command=hook_input.command, in_flight=in_flight
+        )
+        if decision.action == HOLD and on_hold is not None:
+            held = on_hold(ctx, decision, hook_input.transaction)
+            decision = decision._replace(lines=(*decision.lines, *held))
+    except Exception as exc:  # noqa: BLE001 - any failure of kzguard itself meets on_error
+        return _on_error(manager, exc, ctx.root.top, ctx.config_path)
+    for line in decision.lines:
+        print(line, file=sys.stderr)
+    return EXIT_UNSAFE if decision.action in (BLOCK, HOLD) else EXIT_SAFE
 
 
 def _on_error(manager: str, exc: Exception, root_path: str, config_path: Optional[str]) -> int:

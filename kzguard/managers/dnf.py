@@ -387,12 +387,9 @@ def pinned(root: Root) -> list[Held]:
 def unsupported(ctx: Context, releases: Iterable[str]) -> list[Held]:
     """The kernel ``releases`` (not installed yet) that the ZFS on the root does not support,
     less those an admin let through (``KZGUARD_ALLOW``, ``kzguard allow``): the judge's."""
-    import os
-
     from kzguard.judge import holds
 
-    env = os.environ if ctx.env is None else ctx.env
-    allowed = holds.allowed_kernels(env, ctx.state)
+    allowed = holds.allowed_kernels(ctx.env, ctx.state)
     return holds.unsupported(ctx.host, ctx.config, releases, allowed)
 
 
