@@ -216,10 +216,15 @@ def reconcile(ctx: Context, *, adopt: bool = True) -> list[str]:
     pins = current(ctx.root)
     lines: list[str] = []
     for manager in ctx.managers:
+        adopting = adopt and manager.adopts
+        if not pins and not adopting:
+            continue  # nothing to write and nothing to adopt: its file is not even read
         forms = manager.pinned(ctx.root)
+        if forms is None:  # nothing of its own to bring in line
+            continue
         for release in sorted(set(pins) - set(forms)):
             lines += manager.pin(ctx, release, pins[release].codes)
-        orphans = sorted(set(forms) - set(pins)) if adopt and manager.adopts else []
+        orphans = sorted(set(forms) - set(pins)) if adopting else []
         if not orphans:
             continue
         with state.locked(ctx.root, dry_run=ctx.dry_run) as state_file:

@@ -84,9 +84,10 @@ class Manager:
         """Lift this manager's form of the pin on ``release``, if it has one."""
         return []
 
-    def pinned(self, root: Root) -> dict[str, PinForm]:
-        """The releases this manager's own form holds back for kzguard, by release."""
-        return {}
+    def pinned(self, root: Root) -> Optional[dict[str, PinForm]]:
+        """The releases this manager's own file holds back for kzguard, by release; ``None``
+        where a pin has no form of its own (dnf's plugin and pacman's hook read the state)."""
+        return None
 
     def cleanup(self, ctx: Context) -> list[str]:
         """Take back everything kzguard wrote into this manager's configuration."""

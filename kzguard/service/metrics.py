@@ -47,8 +47,6 @@ if TYPE_CHECKING:
     from kzguard.judge.policy import KernelVerdict, Report
     from kzguard.service.core import CheckResult, Core
 
-# every registered manager's blocked-transactions counter is exported, 0 until one is refused
-MANAGERS = NAMES
 VERDICTS = (SAFE, UNSAFE, UNKNOWN)
 DEFAULT_LISTEN = "127.0.0.1:9737"
 _LISTEN = re.compile(r"\[(?P<v6>[^\]]+)\]:(?P<v6port>\d+)|(?P<host>[^:\[\]]+):(?P<port>\d+)")
@@ -183,7 +181,7 @@ def _judgement(result: CheckResult) -> Iterator[Metric]:
         "Package manager transactions kzguard refused, by manager (from the state file)",
         labels=["manager"],
     )
-    counts = {name: 0 for name in MANAGERS}
+    counts = {name: 0 for name in NAMES}  # every registered manager, 0 until one refuses
     counts.update(result.blocked)
     for manager in sorted(counts):
         blocked.add_metric([manager], float(counts[manager]))
