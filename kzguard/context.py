@@ -7,8 +7,6 @@ Nothing below the entry points builds a :class:`~kzguard.root.Root` or a
 :class:`~kzguard.root.Runner` of its own; they take them from here.
 """
 
-from __future__ import annotations
-
 import os
 
 from kzguard.root import Root, Runner
@@ -29,12 +27,12 @@ class Context:
 
     def __init__(
         self,
-        root: Root,
-        runner: Runner,
+        root: "Root",
+        runner: "Runner",
         *,
-        config_path: Optional[str] = None,
-        config: Optional[Config] = None,
-        env: Optional[Mapping[str, str]] = None,
+        config_path: "Optional[str]" = None,
+        config: "Optional[Config]" = None,
+        env: "Optional[Mapping[str, str]]" = None,
     ):
         self.root = root
         self.runner = runner
@@ -49,15 +47,15 @@ class Context:
     @classmethod
     def open(
         cls,
-        root_path: Optional[str] = None,
+        root_path: "Optional[str]" = None,
         *,
         dry_run: bool = False,
-        config_path: Optional[str] = None,
-        overall: Optional[Overall] = None,
-        env: Optional[Mapping[str, str]] = None,
+        config_path: "Optional[str]" = None,
+        overall: "Optional[Overall]" = None,
+        env: "Optional[Mapping[str, str]]" = None,
         must_exist: bool = True,
-        command_env: Optional[Mapping[str, str]] = None,
-    ) -> Context:
+        command_env: "Optional[Mapping[str, str]]" = None,
+    ) -> "Context":
         """The context of a run on ``root_path`` (``/`` by default). ``env`` is what the run
         reads (``KZGUARD_ALLOW``...), ``command_env`` what the commands it runs get."""
         path = root_path or "/"
@@ -70,7 +68,7 @@ class Context:
         )
 
     @classmethod
-    def of_command(cls, options: Any) -> Context:
+    def of_command(cls, options: "Any") -> "Context":
         """A CLI command's context, from its parsed global options (``--root``,
         ``--config``, ``--dry-run``)."""
         return cls.open(options.root, dry_run=options.dry_run, config_path=options.config)
@@ -91,7 +89,7 @@ class Context:
         return self.runner.dry_run
 
     @property
-    def config(self) -> Config:
+    def config(self) -> "Config":
         """The configuration, loaded (and validated) once; a hook's deadline follows it."""
         if self._config is None:
             from kzguard.config import load_config
@@ -102,7 +100,7 @@ class Context:
         return self._config
 
     @property
-    def host(self) -> Host:
+    def host(self) -> "Host":
         """The host facts, gathered once on first use (:meth:`refresh` after a change)."""
         if self._host is None:
             from kzguard.facts.host import gather_for
@@ -116,7 +114,7 @@ class Context:
         self._state = None
 
     @property
-    def state(self) -> dict[str, Any]:
+    def state(self) -> "dict[str, Any]":
         """The state file's contents, read once (empty when missing or corrupt); a change
         goes through :func:`kzguard.actions.state.locked`, which reads it again under its
         lock, and then :meth:`refresh`."""
@@ -127,7 +125,7 @@ class Context:
         return self._state
 
     @property
-    def managers(self) -> list[Manager]:
+    def managers(self) -> "list[Manager]":
         """The package managers whose databases are on this root (the registry's answer)."""
         if self._managers is None:
             from kzguard import managers
@@ -136,7 +134,7 @@ class Context:
         return self._managers
 
     @property
-    def all_managers(self) -> list[Manager]:
+    def all_managers(self) -> "list[Manager]":
         """Every registered manager (a pin is lifted from every form it may have taken)."""
         from kzguard import managers
 

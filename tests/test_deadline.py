@@ -63,7 +63,8 @@ def test_a_hung_snapshot_ends_the_apt_hook_within_hook_timeout(tmp_path, monkeyp
     import io
 
     from kzguard.base.transaction import Transaction
-    from kzguard.guard.gate import HookInput, hook_main
+    from kzguard.guard.hook_process import hook_main
+    from kzguard.managers.base import HookInput
     from tests import scenarios as sc
 
     sc.fedora_dkms(tmp_path)

@@ -10,9 +10,11 @@ from kzguard.actions import state
 from kzguard.base.transaction import Transaction
 from kzguard.context import Context
 from kzguard.facts.host import gather
-from kzguard.guard.gate import HookInput, allowed_from_env, hook_main, run_gate
-from kzguard.judge.decision import decide
+from kzguard.guard.gate import run_gate
+from kzguard.guard.hook_process import hook_main
+from kzguard.judge.decision import allowed_from_env, decide
 from kzguard.judge.policy import judge
+from kzguard.managers.base import HookInput
 from kzguard.root import Root, Runner
 from tests import scenarios as sc
 

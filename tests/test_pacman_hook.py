@@ -18,7 +18,8 @@ import pytest
 from devtools.hostbuilder import HostTree
 from kzguard.base.transaction import Transaction
 from kzguard.context import Context
-from kzguard.guard.gate import hook_main, run_gate
+from kzguard.guard.gate import run_gate
+from kzguard.guard.hook_process import hook_main
 from kzguard.judge.decision import HOLD, Decision
 from kzguard.managers import pacman
 from kzguard.root import Root, Runner

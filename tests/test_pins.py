@@ -15,7 +15,8 @@ from kzguard.base.transaction import Transaction
 from kzguard.config import Config
 from kzguard.context import Context
 from kzguard.facts.host import gather
-from kzguard.guard.gate import hook_main, run_gate
+from kzguard.guard.gate import run_gate
+from kzguard.guard.hook_process import hook_main
 from kzguard.judge.decision import BLOCK, WARN, decide
 from kzguard.judge.holds import liftable
 from kzguard.judge.policy import judge

@@ -18,7 +18,7 @@ import pytest
 from kzguard.actions import pin, state
 from kzguard.base.transaction import Transaction
 from kzguard.context import Context
-from kzguard.guard import inflight, postinstall
+from kzguard.guard import end_check, inflight, postinstall
 from kzguard.guard.gate import run_gate
 from kzguard.managers import apt
 from kzguard.root import Root, Runner
@@ -171,7 +171,7 @@ def test_under_dpkg_alone_the_check_acts_and_says_it_may_be_early(tmp_path, boot
 
 def test_without_a_record_the_end_hook_does_nothing(tmp_path):
     out = io.StringIO()
-    assert postinstall.finish_main("apt", root_option=str(tmp_path), out=out, env={}) == 0
+    assert end_check.finish_main("apt", root_option=str(tmp_path), out=out, env={}) == 0
     assert out.getvalue() == "" and not (tmp_path / "var").exists()
 
 
@@ -179,7 +179,7 @@ def test_the_end_hook_acts_on_the_end_state_and_clears_the_record(tmp_path, boot
     debian(tmp_path, module=False)
     _record(tmp_path, inflight.this_process(), queued=[NEW, "6.14.9-amd64"])  # one removed since
     out = io.StringIO()
-    assert postinstall.finish_main("apt", root_option=str(tmp_path), out=out, env={}) == 0
+    assert end_check.finish_main("apt", root_option=str(tmp_path), out=out, env={}) == 0
     text = out.getvalue()
     assert text.startswith(f"kzguard: apt has finished: the final post-install check of {NEW}\n")
     assert f"kernel {NEW} failed the post-install check" in text
@@ -190,7 +190,7 @@ def test_the_end_hook_acts_on_the_end_state_and_clears_the_record(tmp_path, boot
 def test_another_managers_end_hook_leaves_the_record(tmp_path, boot):
     debian(tmp_path, module=False)
     _record(tmp_path, inflight.this_process(), queued=[NEW], manager="dnf5")
-    assert postinstall.finish_main("apt", root_option=str(tmp_path), env={}) == 0
+    assert end_check.finish_main("apt", root_option=str(tmp_path), env={}) == 0
     assert inflight.record_of(state.read(Root(tmp_path)))["queued"] == [NEW]
     assert boot.calls == []
 
@@ -204,7 +204,7 @@ def test_the_end_hook_lifts_a_pin_a_new_zfs_fixed(tmp_path, boot):
     tree.dkms("zfs", "2.2.7", NEW)
     _record(tmp_path, inflight.this_process())
     out = io.StringIO()
-    assert postinstall.finish_main("apt", root_option=str(tmp_path), out=out, env={}) == 0
+    assert end_check.finish_main("apt", root_option=str(tmp_path), out=out, env={}) == 0
     assert f"lifted the pin on kernel {NEW}: a new check finds it safe" in out.getvalue()
     assert pin.current(Root(tmp_path)) == {}
 
@@ -214,7 +214,7 @@ def test_a_pin_still_failing_stays_in_one_line(tmp_path, boot):
     postinstall.check(Context(Root(tmp_path), Runner(), config=_config(tmp_path)), NEW)
     _record(tmp_path, inflight.this_process())
     out = io.StringIO()
-    postinstall.finish_main("apt", root_option=str(tmp_path), out=out, env={})
+    end_check.finish_main("apt", root_option=str(tmp_path), out=out, env={})
     assert out.getvalue().splitlines() == [
         f"kzguard: kernel {NEW} stays pinned: it still fails (module-missing, dkms-not-installed)"
     ]
@@ -225,7 +225,7 @@ def test_the_end_hook_meets_on_error(tmp_path, boot):
     _record(tmp_path, inflight.this_process(), queued=[NEW])
     tree.config("on_module_failure: maybe\n")
     out = io.StringIO()
-    assert postinstall.finish_main("apt", root_option=str(tmp_path), out=out, env={}) == 1
+    assert end_check.finish_main("apt", root_option=str(tmp_path), out=out, env={}) == 1
     assert "kzguard failed inside the post-install hook" in out.getvalue()
     assert inflight.record_of(state.read(Root(tmp_path))) is not None  # judged again later
 
@@ -234,7 +234,7 @@ def test_dry_run_end_hook_changes_nothing(tmp_path, boot):
     debian(tmp_path, module=False)
     _record(tmp_path, inflight.this_process(), queued=[NEW])
     before = (tmp_path / state.STATE_FILE.lstrip("/")).read_text()
-    postinstall.finish_main("apt", root_option=str(tmp_path), dry_run=True, env={})
+    end_check.finish_main("apt", root_option=str(tmp_path), dry_run=True, env={})
     assert (tmp_path / state.STATE_FILE.lstrip("/")).read_text() == before
     assert json.loads(before)["transaction"]["queued"] == [NEW]
 
@@ -279,14 +279,14 @@ def test_cli_post_transaction_usage(capsys):
 
 
 def test_the_end_hooks_quick_look_reads_the_state_file_kzguard_writes():
-    assert postinstall._STATE_FILE == state.STATE_FILE
+    assert end_check.STATE_FILE == state.STATE_FILE
 
 
 def test_the_post_invoke_command_line_skips_the_parser(tmp_path, monkeypatch):
     from kzguard import cli
 
     called = {}
-    monkeypatch.setattr(postinstall, "finish_main", lambda m, **kw: called.update(m=m, **kw) or 0)
+    monkeypatch.setattr(end_check, "finish_main", lambda m, **kw: called.update(m=m, **kw) or 0)
     argv = ["--root", str(tmp_path), "hook", "post-transaction", "apt", "--dry-run"]
     assert cli.main(argv) == 0
     assert called == {
@@ -295,7 +295,9 @@ def test_the_post_invoke_command_line_skips_the_parser(tmp_path, monkeypatch):
         "config_path": None,
         "dry_run": True,
     }
-    assert cli._fast_hook(["hook", "post-install", NEW]) is None
+    from kzguard.cli.hook import fast_hook
+
+    assert fast_hook(["hook", "post-install", NEW]) is None
 
 
 def test_a_manager_that_is_pid_1_is_found(tmp_path):

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Optional
 
 from kzguard.base import journal
 from kzguard.base.errors import KzguardError
@@ -33,7 +31,11 @@ from kzguard.base.fileio import replace_or_remove
 from kzguard.base.kernelrelease import try_parse_release
 from kzguard.base.record import Record
 
+TYPE_CHECKING = False  # typing costs 2 ms to import
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from typing import Optional
+
     from kzguard.base.transaction import Transaction
     from kzguard.judge.decision import Decision
     from kzguard.root import Root, Runner
@@ -282,7 +284,7 @@ def _write(root: Root, runner: Runner, text: str) -> None:
     """Replace the file atomically with ``text``, or remove it when ``text`` is empty."""
     if runner.dry_run:
         return
-    path = root.resolve(PREFERENCES).as_posix()
+    path = root.host_path(PREFERENCES)
     try:
         replace_or_remove(path, text)
     except OSError as exc:

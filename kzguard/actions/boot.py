@@ -256,11 +256,11 @@ class _Grub(_Target):
         return grub.read_grubenv(self.root, self.grubenv).get("saved_entry")
 
     def set(self, runner: Runner, value: Optional[str], entry: Optional[BootEntry]) -> None:
-        env = self.root.resolve(self.grubenv).as_posix()
+        env = self.root.host_path(self.grubenv)
         if self.method == "grubby" and value is not None and entry and entry.kernel:
             argv = ["grubby", f"--set-default=/boot/vmlinuz-{entry.kernel}"]
             if not self.root.is_host:
-                entries = self.root.resolve(grub.BLS_DIR).as_posix()
+                entries = self.root.host_path(grub.BLS_DIR)
                 argv += [f"--env={env}", f"--bls-directory={entries}"]
         elif value is None:
             argv = [_editenv(runner), env, "unset", "saved_entry"]
@@ -325,7 +325,7 @@ class _SystemdBoot(_Target):
 
         from kzguard.base.fileio import remove_file, replace_file
 
-        path = self.root.resolve(self.conf).as_posix()
+        path = self.root.host_path(self.conf)
         text = self.root.read_text_or(self.conf) or ""
         lines = text.splitlines(keepends=True)
         found = bootloader.loader_conf_default(text)

@@ -22,13 +22,15 @@ and :func:`lift` carries it out. A pin an admin makes with ``kzguard pin add`` s
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Optional
 
 from kzguard.base import journal
 from kzguard.base.record import Record
 
+TYPE_CHECKING = False  # typing costs 2 ms to import
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any, Optional
+
     from kzguard.context import Context
     from kzguard.managers.base import Manager
     from kzguard.root import Root

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
-from typing import Optional
 
 from kzguard.base import journal
 from kzguard.base.errors import CommandError
 from kzguard.base.record import Record
 from kzguard.facts.mounts import root_dataset
 from kzguard.root import Root, Runner
+
+TYPE_CHECKING = False  # typing costs 2 ms to import
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Optional
 
 PREFIX = "kzguard-"
 PROP_MANAGER = "org.kzguard:manager"

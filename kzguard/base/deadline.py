@@ -8,10 +8,12 @@ through ``on_error``, and says so. :func:`Overall.rearm` moves the deadline once
 configuration (``hook_timeout``) is read, counted from the hook's start.
 """
 
-from __future__ import annotations
-
-import signal
 import time
+
+try:  # the C module: signal.py wraps it in enums, and importing enum costs the hooks 2 ms
+    import _signal as signal
+except ImportError:  # pragma: no cover - another Python implementation
+    import signal  # type: ignore[no-redef]
 
 from kzguard.base.errors import KzguardError
 
@@ -43,7 +45,7 @@ class Overall:
         self._armed = False
         self._previous: object = None
 
-    def __enter__(self) -> Overall:
+    def __enter__(self) -> "Overall":
         # Only the main thread receives the alarm, and only a handler nobody else installed
         # (dnf or an admin's wrapper may use SIGALRM) is taken; otherwise the runner's
         # deadline alone bounds the commands.
@@ -58,9 +60,9 @@ class Overall:
 
     def __exit__(
         self,
-        kind: Optional[type[BaseException]],
-        value: Optional[BaseException],
-        traceback: Optional[TracebackType],
+        kind: "Optional[type[BaseException]]",
+        value: "Optional[BaseException]",
+        traceback: "Optional[TracebackType]",
     ) -> None:
         if self._armed:
             signal.setitimer(signal.ITIMER_REAL, 0)
@@ -83,10 +85,10 @@ class Overall:
             raise DeadlineExceeded(self.seconds)
         signal.setitimer(signal.ITIMER_REAL, left)
 
-    def _expired(self, signum: int, frame: Optional[FrameType]) -> None:
+    def _expired(self, signum: int, frame: "Optional[FrameType]") -> None:
         raise DeadlineExceeded(self.seconds)
 
 
-def overall(seconds: float = DEFAULT_SECONDS) -> Overall:
+def overall(seconds: float = DEFAULT_SECONDS) -> "Overall":
     """The deadline for a hook that starts now."""
     return Overall(seconds)

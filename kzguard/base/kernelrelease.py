@@ -14,10 +14,13 @@ so the upstream version is the leading ``MAJOR.MINOR[.PATCH]``, compared numeric
 from __future__ import annotations
 
 import re
-from typing import Optional
 
 from kzguard.base.errors import UsageError
 from kzguard.base.record import Record
+
+TYPE_CHECKING = False  # typing costs 2 ms to import
+if TYPE_CHECKING:
+    from typing import Optional
 
 _ALLOWED = re.compile(r"[A-Za-z0-9._+~-]{1,200}\Z")
 _UPSTREAM = re.compile(r"(\d{1,4})\.(\d{1,4})(?:\.(\d{1,6}))?(?![\d])")

@@ -17,8 +17,6 @@ are immutable, compare and hash by type and compared fields, and have ``_replace
 ``_asdict`` like named tuples.
 """
 
-from __future__ import annotations
-
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:
     from typing import Any, Callable, ClassVar
@@ -29,18 +27,18 @@ class Factory:
 
     __slots__ = ("make",)
 
-    def __init__(self, make: Callable[[], Any]):
+    def __init__(self, make: "Callable[[], Any]"):
         self.make = make
 
 
 class Record:
     """Base class of kzguard's immutable value objects."""
 
-    _fields: ClassVar[tuple[str, ...]] = ()
-    _defaults: ClassVar[dict[str, Any]] = {}
-    _uncompared: ClassVar[frozenset[str]] = frozenset()
+    _fields: "ClassVar[tuple[str, ...]]" = ()
+    _defaults: "ClassVar[dict[str, Any]]" = {}  # noqa: RUF012 - a ClassVar (quoted)
+    _uncompared: "ClassVar[frozenset[str]]" = frozenset()
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, **kwargs: "Any") -> None:
         super().__init_subclass__(**kwargs)
         fields: list[str] = []
         for klass in reversed(cls.__mro__):
@@ -55,7 +53,7 @@ class Record:
         cls._fields = tuple(fields)
         cls._defaults = defaults
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: "Any", **kwargs: "Any") -> None:
         fields = self._fields
         if len(args) > len(fields):
             raise TypeError(f"{type(self).__name__} takes {len(fields)} fields, got {len(args)}")
@@ -72,13 +70,13 @@ class Record:
                 values[name] = default.make() if isinstance(default, Factory) else default
         self.__dict__.update(values)
 
-    def __setattr__(self, name: str, value: Any) -> None:
+    def __setattr__(self, name: str, value: "Any") -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
 
     def __delattr__(self, name: str) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
 
-    def _key(self) -> tuple[Any, ...]:
+    def _key(self) -> "tuple[Any, ...]":
         return tuple(self.__dict__[n] for n in self._fields if n not in self._uncompared)
 
     def __eq__(self, other: object) -> bool:
@@ -93,8 +91,8 @@ class Record:
         inner = ", ".join(f"{n}={self.__dict__[n]!r}" for n in self._fields)
         return f"{type(self).__name__}({inner})"
 
-    def _replace(self, **changes: Any) -> Any:
+    def _replace(self, **changes: "Any") -> "Any":
         return type(self)(**{**self._asdict(), **changes})
 
-    def _asdict(self) -> dict[str, Any]:
+    def _asdict(self) -> "dict[str, Any]":
         return {n: self.__dict__[n] for n in self._fields}

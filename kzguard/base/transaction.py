@@ -1,7 +1,5 @@
 """What a package-manager transaction will change, in the terms the policy needs."""
 
-from __future__ import annotations
-
 from kzguard.base.record import Record
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
@@ -46,11 +44,11 @@ class Transaction(Record):
     manager: str
     install: tuple[str, ...] = ()
     remove: tuple[str, ...] = ()
-    zfs_version: Optional[str] = None
+    zfs_version: "Optional[str]" = None
     zfs_packages: tuple[str, ...] = ()
     packages: tuple[tuple[str, tuple[str, ...]], ...] = ()
     no_module: tuple[str, ...] = ()
-    zfs_sources: tuple[ZfsSource, ...] = ()
+    zfs_sources: "tuple[ZfsSource, ...]" = ()
     notes: tuple[str, ...] = ()
 
     @property
@@ -83,7 +81,7 @@ class Transaction(Record):
         }
 
 
-def stdin_lines(stdin: TextIO) -> list[str]:
+def stdin_lines(stdin: "TextIO") -> list[str]:
     """The lines of a hook's stdin; bytes that are not UTF-8 (file names may hold any)
     survive as surrogates instead of failing the hook."""
     raw = getattr(stdin, "buffer", None)

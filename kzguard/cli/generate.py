@@ -160,7 +160,7 @@ def _header(name: str, section: str, title: str) -> list[str]:
 def render_kzguard8() -> str:
     parser = build_parser()
     top = _global_dests(parser)
-    lines = _header("kzguard", "8", "the argparse parser in kzguard/cli/__init__.py")
+    lines = _header("kzguard", "8", "the argparse parser in kzguard/cli/commands.py")
     lines += [
         ".SH NAME",
         "kzguard \\- " + _esc(parser.description or ""),

@@ -45,7 +45,6 @@ WHO = "kzguard post-install"
 WARN, FAIL = "warn", "fail"  # on_module_failure values acted on here (else keep-default)
 _VMLINUZ = re.compile(r"/?usr/lib/modules/([^/\s]+)/vmlinuz\Z")
 _META = re.compile(r"/?usr/src/zfs-[^/\s]+/META\Z")
-_STATE_FILE = "/var/lib/kzguard/state.json"  # kzguard.actions.state.STATE_FILE, not imported for it
 
 
 class PostInstallError(KzguardError):
@@ -444,54 +443,6 @@ def provisional(ctx: Context, release: str, manager: str) -> list[str]:
 # --- the end of a transaction -----------------------------------------------------------------
 
 
-def finish_main(
-    manager: str,
-    *,
-    root_option: Optional[str] = None,
-    config_path: Optional[str] = None,
-    dry_run: bool = False,
-    out: Optional[TextIO] = None,
-    env: Optional[Mapping[str, str]] = None,
-) -> int:
-    """``kzguard hook post-transaction MANAGER``: the final check of the transaction this end
-    hook closes (recorded by ``MANAGER``, whose process is this hook's ancestor or whose token
-    is in its environment), or of a stale one. Returns at once when nothing is recorded."""
-    from kzguard.context import Context
-
-    out = out or sys.stderr
-    root_path = root_option or "/"
-    try:
-        ctx = Context.open(
-            root_path, dry_run=dry_run, config_path=config_path, env=env, must_exist=False
-        )
-        if not _may_hold_a_record(ctx.root):
-            return 0  # the usual apt run: one read, no JSON, no state module
-        from kzguard.actions import state
-        from kzguard.guard import inflight
-
-        record = inflight.record_of(state.read(ctx.root))
-        if record is None:
-            return 0
-        ours = inflight.is_end_of(record, manager, env)
-        if not ours and inflight.inside(record, env) != inflight.STALE:
-            return 0  # another run's transaction, still going
-        ctx.require_root()
-        ctx.config  # noqa: B018 - a configuration that does not load meets on_error here
-    except Exception as exc:  # noqa: BLE001 - any failure of kzguard itself meets on_error
-        return _on_error(exc, root_path, config_path, None, out)
-    return finish(ctx, record, out, ended=ours)
-
-
-def _may_hold_a_record(root: Root) -> bool:
-    """Whether the state file may hold a transaction record (its key is in the text)."""
-    from kzguard.base.errors import FactError
-
-    try:
-        return b'"transaction"' in root.read_bytes(_STATE_FILE)  # a FIFO is refused, not waited on
-    except FactError:
-        return False
-
-
 def finish(ctx: Context, record: Mapping[str, object], out: TextIO, *, ended: bool = True) -> int:
     """Judge, on the transaction's end state, every kernel it queued and every installed kernel
     kzguard pinned (a new ZFS may have fixed it); then clear the record."""
@@ -575,7 +526,7 @@ def _clear(ctx: Context, record: Mapping[str, object]) -> None:
 def _on_error(
     exc: Exception, root_path: str, config_path: Optional[str], release: Optional[str], out: TextIO
 ) -> int:
-    from kzguard.guard.gate import error_outcome
+    from kzguard.guard.hook_process import error_outcome
 
     what = f"kernel {release}" if release else "the new kernel"
     check = f"`kzguard check --kernel {release}`" if release else "`kzguard check`"

@@ -10,13 +10,12 @@ whatever its verdict, unless an admin's override lets it through.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
-
 from kzguard.base.record import Record
 from kzguard.judge.reasons import SAFE, UNSAFE
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:  # the policy (and the facts it imports) loads only when a hook judges
+    from collections.abc import Collection, Mapping
     from typing import Optional
 
     from kzguard.judge.policy import KernelVerdict, Report

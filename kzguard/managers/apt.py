@@ -40,10 +40,6 @@ so the next ``apt upgrade`` keeps the kernel back by itself. :func:`maintain` li
 on a later apt run once the kernel is supported.
 """
 
-from __future__ import annotations
-
-import re
-
 from kzguard.base.errors import KzguardError
 from kzguard.base.record import Record
 from kzguard.base.transaction import ZFS_PACKAGES, Transaction
@@ -67,11 +63,14 @@ PINS = "/etc/apt/preferences.d/kzguard"  # apt_hold.PREFERENCES, without importi
 CONFIGURE, REMOVE, ERROR = "**CONFIGURE**", "**REMOVE**", "**ERROR**"
 UNPACK = "unpack"
 POST_INVOKE = "dpkg::post-invoke::"  # list items of DPkg::Post-Invoke, as the stream names them
-_EXISTS = re.compile(r"(?:\[|\btest)\s+-e\s+([^\s;\]]+)")
-_FINAL_CHECK = re.compile(r"\bkzguard\b.*\bhook\s+post-transaction\s+apt\b")
+# Patterns, compiled (by re's cache) only when a stream needs them: re costs every run 5 ms.
+_EXISTS = r"(?:\[|\btest)\s+-e\s+([^\s;\]]+)"
+_FINAL_CHECK = r"\bkzguard\b.*\bhook\s+post-transaction\s+apt\b"
 _COLUMNS = {2: 5, 3: 9}  # protocol version -> fields on an action line
-_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]*(?::[a-z0-9-]+)?\Z")
-_QUOTED = re.compile(r"(?:%[0-9a-fA-F]{2})+")
+_NAME_FIRST = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_NAME_REST = _NAME_FIRST | frozenset("+.-")
+_ARCH = _NAME_FIRST | frozenset("-")
+_HEX = frozenset("0123456789abcdefABCDEF")
 _IMAGE_PREFIXES = ("linux-image-", "proxmox-kernel-", "pve-kernel-")
 # packages named after a kernel release, besides the image: "<prefix><release>"
 _RELEASE_PREFIXES = (
@@ -99,11 +98,11 @@ class AptAction(Record):
     """One action line of the stream."""
 
     name: str
-    old_version: Optional[str]
+    old_version: "Optional[str]"
     op: str  # "<", ">" or "="
-    new_version: Optional[str]
+    new_version: "Optional[str]"
     what: str  # UNPACK, CONFIGURE, REMOVE or ERROR
-    file: Optional[str] = None  # the .deb for UNPACK
+    file: "Optional[str]" = None  # the .deb for UNPACK
 
 
 class AptStream(Record):
@@ -111,14 +110,14 @@ class AptStream(Record):
 
     version: int
     config: dict[str, tuple[str, ...]]
-    actions: tuple[AptAction, ...]
+    actions: "tuple[AptAction, ...]"
 
     def first(self, key: str, default: str = "") -> str:
         values = self.config.get(key.lower())
         return values[0] if values else default
 
 
-def read(stdin: TextIO, runner: Optional[Runner] = None) -> HookInput:
+def read(stdin: "TextIO", runner: "Optional[Runner]" = None) -> "HookInput":
     """Read apt's stream from ``stdin`` into the transaction, its root and the command
     (``runner`` reads the file lists of incoming .debs; without it none is read)."""
     stream = parse(_read_text(stdin))
@@ -128,15 +127,16 @@ def read(stdin: TextIO, runner: Optional[Runner] = None) -> HookInput:
     return HookInput(tx, root, command_of(stream), final)
 
 
-def final_check_of(stream: AptStream, root: str) -> bool:
+def final_check_of(stream: "AptStream", root: str) -> bool:
     """Whether apt will run ``kzguard hook post-transaction apt`` on ``root`` when dpkg is
     done: a ``DPkg::Post-Invoke`` entry says so (an admin's older ``80kzguard`` may lack it,
     and then the post-install hook keeps acting at once), and the files its ``[ -e PATH ]``
     tests name exist (the packaged line runs while ``/var/lib/dpkg/info/kzguard.list`` does)."""
     import os
+    import re
 
     for command in stream.config.get(POST_INVOKE, ()):
-        match = _FINAL_CHECK.search(command)
+        match = re.search(_FINAL_CHECK, command)
         if match is None:
             continue
         words = command[match.start() :].split()
@@ -146,7 +146,7 @@ def final_check_of(stream: AptStream, root: str) -> bool:
                 target = word[len("--root=") :]
             elif word == "--root" and index + 1 < len(words):
                 target = words[index + 1]
-        guards = _EXISTS.findall(command)  # `[ -e PATH ]`: the hook runs only if PATH exists
+        guards = re.findall(_EXISTS, command)  # `[ -e PATH ]`: the hook runs only if PATH exists
         if os.path.realpath(target) == os.path.realpath(root) and all(
             os.path.exists(path) for path in guards
         ):
@@ -154,7 +154,7 @@ def final_check_of(stream: AptStream, root: str) -> bool:
     return False
 
 
-def _read_text(stdin: TextIO) -> str:
+def _read_text(stdin: "TextIO") -> str:
     """The whole stream; file names may hold any bytes, so undecodable ones survive."""
     try:
         raw = getattr(stdin, "buffer", None)
@@ -165,7 +165,7 @@ def _read_text(stdin: TextIO) -> str:
         raise AptProtocolError(f"cannot read apt's stream on stdin: {exc}") from exc
 
 
-def parse(text: str) -> AptStream:
+def parse(text: str) -> "AptStream":
     """Parse a whole Pre-Install-Pkgs stream; raise :class:`AptProtocolError` on anything else."""
     lines = text.split("\n")
     if lines and lines[-1] == "":
@@ -192,7 +192,7 @@ def parse(text: str) -> AptStream:
     return AptStream(version, {k: tuple(v) for k, v in config.items()}, actions)
 
 
-def _action(line: str, number: int, version: int) -> AptAction:
+def _action(line: str, number: int, version: int) -> "AptAction":
     fields = line.split(" ", _COLUMNS[version] - 1)
     if len(fields) != _COLUMNS[version] or "" in fields:
         raise AptProtocolError(f"line {number}: not a package action: {_show(line)}")
@@ -200,7 +200,7 @@ def _action(line: str, number: int, version: int) -> AptAction:
         name, old, _, _, op, new, _, _, what = fields
     else:
         name, old, op, new, what = fields
-    if not _NAME.match(name) or op not in ("<", ">", "="):
+    if not _package_name(name) or op not in ("<", ">", "="):
         raise AptProtocolError(f"line {number}: not a package action: {_show(line)}")
     file = None
     if what.startswith("/"):
@@ -213,20 +213,45 @@ def _action(line: str, number: int, version: int) -> AptAction:
     return AptAction(name.split(":")[0], None if old == "-" else old, op, new_version, what, file)
 
 
+def _package_name(name: str) -> bool:
+    """``[a-z0-9][a-z0-9+.-]*`` with an optional ``:arch`` of ``[a-z0-9-]+``, without re."""
+    package, colon, arch = name.partition(":")
+    return (
+        package[:1] in _NAME_FIRST
+        and _NAME_REST.issuperset(package)
+        and (not colon or (arch != "" and _ARCH.issuperset(arch)))
+    )
+
+
 def _unquote(text: str) -> str:
-    """Undo apt's ``QuoteString`` (``%xx`` for spaces, ``=``, quotes, non-ASCII bytes)."""
+    """Undo apt's ``QuoteString`` (``%xx`` for spaces, ``=``, quotes, non-ASCII bytes); each
+    run of ``%xx`` is one UTF-8 sequence. Without re, which costs every hook run 5 ms."""
     if "%" not in text:
         return text
-    return _QUOTED.sub(
-        lambda m: bytes.fromhex(m.group(0).replace("%", "")).decode("utf-8", "replace"), text
-    )
+    out: list[str] = []
+    run = bytearray()
+    i, end = 0, len(text)
+    while i < end:
+        code = text[i + 1 : i + 3] if text[i] == "%" else ""
+        if len(code) == 2 and _HEX.issuperset(code):
+            run.append(int(code, 16))
+            i += 3
+            continue
+        if run:
+            out.append(run.decode("utf-8", "replace"))
+            run.clear()
+        out.append(text[i])
+        i += 1
+    if run:
+        out.append(run.decode("utf-8", "replace"))
+    return "".join(out)
 
 
 def _show(text: str) -> str:
     return repr(text[:60] + ("..." if len(text) > 60 else ""))
 
 
-def root_of(stream: AptStream) -> str:
+def root_of(stream: "AptStream") -> str:
     """The root the transaction changes: dpkg's ``--root``/``--instdir``, else apt's ``Dir``."""
     chroot = stream.first("DPkg::Chroot-Directory", "/")
     if chroot.rstrip("/"):
@@ -245,7 +270,7 @@ def root_of(stream: AptStream) -> str:
     return found.rstrip("/") or "/"
 
 
-def command_of(stream: AptStream) -> str:
+def command_of(stream: "AptStream") -> str:
     """The command line apt was run with (to suggest running again), else ``apt upgrade``."""
     return stream.first("CommandLine::AsString").strip() or DEFAULT_COMMAND
 
@@ -257,7 +282,7 @@ def is_zfs_package(name: str) -> bool:
     return name in ZFS_PACKAGES or name in _APT_ZFS_PACKAGES or name.startswith(_ZFS_LIB_PREFIXES)
 
 
-def image_release(name: str) -> Optional[str]:
+def image_release(name: str) -> "Optional[str]":
     """The kernel release a kernel image package installs, None for anything else.
 
     ``linux-image-<release>[-unsigned]``, Ubuntu's ``linux-image-unsigned-<release>``,
@@ -284,7 +309,7 @@ def _may_be_image(name: str) -> bool:
     return False
 
 
-def companion_release(name: str) -> Optional[str]:
+def companion_release(name: str) -> "Optional[str]":
     """The release of a package named after one (``linux-modules-<release>``, headers...)."""
     for prefix in _RELEASE_PREFIXES:
         if name.startswith(prefix):
@@ -304,7 +329,7 @@ def upstream_version(version: str) -> str:
         raise AptProtocolError(str(exc)) from exc
 
 
-def transaction(stream: AptStream, runner: Optional[Runner] = None) -> Transaction:
+def transaction(stream: "AptStream", runner: "Optional[Runner]" = None) -> "Transaction":
     """What the stream's actions do to kernels and ZFS (see :class:`Transaction`)."""
     installs: dict[str, AptAction] = {}
     removes: dict[str, AptAction] = {}
@@ -340,8 +365,8 @@ def transaction(stream: AptStream, runner: Optional[Runner] = None) -> Transacti
 
 
 def _zfs_sources(
-    installs: dict[str, AptAction], version: Optional[str], runner: Optional[Runner]
-) -> tuple[tuple[ZfsSource, ...], tuple[str, ...]]:
+    installs: "dict[str, AptAction]", version: "Optional[str]", runner: "Optional[Runner]"
+) -> "tuple[tuple[ZfsSource, ...], tuple[str, ...]]":
     """The META inside the ``zfs-dkms`` .deb being unpacked (the source DKMS will build)."""
     action = installs.get(_ZFS_SOURCE_PACKAGE)
     if action is None or action.file is None:
@@ -352,7 +377,7 @@ def _zfs_sources(
 
 
 def _without_module(
-    images: dict[str, str], installs: dict[str, AptAction], runner: Optional[Runner]
+    images: dict[str, str], installs: "dict[str, AptAction]", runner: "Optional[Runner]"
 ) -> tuple[str, ...]:
     """Releases installed with no package that ships their zfs module.
 
@@ -371,10 +396,12 @@ def _without_module(
     return tuple(dict.fromkeys(missing))
 
 
-def _deb_lacks_zfs(deb: Optional[str], release: str, runner: Optional[Runner]) -> bool:
+def _deb_lacks_zfs(deb: "Optional[str]", release: str, runner: "Optional[Runner]") -> bool:
     """True when the .deb's file list is readable and has no zfs module for ``release``."""
     if deb is None:
         return False
+    import re
+
     from kzguard.base.errors import CommandError
 
     if runner is None:  # no command may run here: trust the package name
@@ -390,7 +417,7 @@ def _deb_lacks_zfs(deb: Optional[str], release: str, runner: Optional[Runner]) -
 # --- holds ---------------------------------------------------------------------------------
 
 
-def hold(ctx: Context, decision: Decision, tx: Transaction) -> list[str]:
+def hold(ctx: "Context", decision: "Decision", tx: "Transaction") -> list[str]:
     """Pin the held kernels (or the ZFS upgrade that breaks an installed kernel) for apt."""
     from kzguard.actions import apt_hold
 
@@ -410,7 +437,7 @@ def hold(ctx: Context, decision: Decision, tx: Transaction) -> list[str]:
     return lines
 
 
-def maintain(ctx: Context, hook_input: HookInput) -> list[str]:
+def maintain(ctx: "Context", hook_input: "HookInput") -> list[str]:
     """Lift kzguard's pins that this host no longer needs (one ``stat`` when there are none)."""
     if not ctx.root.exists(PINS):
         return []
@@ -422,7 +449,7 @@ def maintain(ctx: Context, hook_input: HookInput) -> list[str]:
     ]
 
 
-def lift_unneeded(ctx: Context, tx: Transaction) -> list[Pin]:
+def lift_unneeded(ctx: "Context", tx: "Transaction") -> "list[Pin]":
     """Remove the holds no longer needed with the ZFS this transaction leaves (all of them
     when the policy is not ``hold`` any more). ``pin`` stanzas are kzguard's pins, lifted by
     :mod:`kzguard.actions.pin`, never here."""
@@ -437,7 +464,7 @@ def lift_unneeded(ctx: Context, tx: Transaction) -> list[Pin]:
     return apt_hold.remove(ctx.root, ctx.runner, [p.key for p in pins])
 
 
-def hold_needed(host: Host, config: Config, pin: Pin, tx: Transaction) -> bool:
+def hold_needed(host: "Host", config: "Config", pin: "Pin", tx: "Transaction") -> bool:
     """Whether ``pin`` still keeps back something that would not load ZFS (the judge says)."""
     from kzguard.actions import apt_hold
     from kzguard.judge.holds import kernel_hold_needed, zfs_hold_needed
@@ -456,16 +483,16 @@ class Apt(Manager):
     pending_facts = "kzguard.facts.pending_apt"
     adopts = True
 
-    def read(self, stdin: TextIO, ctx: Context) -> HookInput:
+    def read(self, stdin: "TextIO", ctx: "Context") -> "HookInput":
         return read(stdin, ctx.runner)
 
-    def hold(self, ctx: Context, decision: Decision, transaction: Transaction) -> list[str]:
+    def hold(self, ctx: "Context", decision: "Decision", transaction: "Transaction") -> list[str]:
         return hold(ctx, decision, transaction)
 
-    def maintain(self, ctx: Context, hook_input: HookInput) -> list[str]:
+    def maintain(self, ctx: "Context", hook_input: "HookInput") -> list[str]:
         return maintain(ctx, hook_input)
 
-    def pin(self, ctx: Context, release: str, codes: tuple[str, ...]) -> list[str]:
+    def pin(self, ctx: "Context", release: str, codes: tuple[str, ...]) -> list[str]:
         from kzguard.actions import apt_hold
 
         stanza = apt_hold.release_pin(release, codes)
@@ -478,7 +505,7 @@ class Apt(Manager):
             f"Pin-Priority -1 in {apt_hold.PREFERENCES}"
         ]
 
-    def unpin(self, ctx: Context, release: str) -> list[str]:
+    def unpin(self, ctx: "Context", release: str) -> list[str]:
         from kzguard.actions import apt_hold
 
         stanza = apt_hold.release_pin(release)
@@ -486,7 +513,7 @@ class Apt(Manager):
             return []
         return [f"kzguard: apt: {apt_hold.describe(stanza, lifted=True, dry_run=ctx.dry_run)}"]
 
-    def pinned(self, root: Root) -> dict[str, PinForm]:
+    def pinned(self, root: "Root") -> "dict[str, PinForm]":
         from kzguard.actions import apt_hold
 
         stanzas, _ = apt_hold.read(root)
@@ -496,7 +523,7 @@ class Apt(Manager):
             if p.kind == apt_hold.PIN
         }
 
-    def cleanup(self, ctx: Context) -> list[str]:
+    def cleanup(self, ctx: "Context") -> list[str]:
         from kzguard.actions import apt_hold
 
         pins, _ = apt_hold.read(ctx.root)

@@ -9,8 +9,6 @@ its own form of a hold or a pin (add, remove, list, cleanup) and its per-run upk
 Everything else asks :mod:`kzguard.managers` (the registry) instead of naming a manager.
 """
 
-from __future__ import annotations
-
 from kzguard.base.record import Record
 from kzguard.base.transaction import Transaction
 
@@ -26,8 +24,8 @@ if TYPE_CHECKING:
 class HookInput(Record):
     """What an adapter read from its manager: the transaction and the root it works on."""
 
-    transaction: Transaction
-    root: Optional[str] = None
+    transaction: "Transaction"
+    root: "Optional[str]" = None
     command: str = ""
     # the manager runs ``kzguard hook post-transaction`` (or the like) on this root at the end,
     # so a transaction that goes ahead is recorded and the post-install hooks inside it only
@@ -58,37 +56,37 @@ class Manager:
     # False where the form is also used for other holds (dnf5's hold mode owns those)
     adopts = False
 
-    def present(self, root: Root) -> bool:
+    def present(self, root: "Root") -> bool:
         """Whether this manager's database is on ``root``."""
         return any(root.exists(path) for path in self.markers)
 
-    def read(self, stdin: TextIO) -> HookInput:
+    def read(self, stdin: "TextIO") -> "HookInput":
         """The transaction its hook announces on ``stdin``: fast, importing little."""
         raise NotImplementedError(f"{self.name} has no stdin protocol")
 
-    def hold(self, ctx: Context, decision: Decision, transaction: Transaction) -> list[str]:
+    def hold(self, ctx: "Context", decision: "Decision", transaction: "Transaction") -> list[str]:
         """Keep ``decision.held`` out of the *next* runs (``on_unsupported_kernel: hold``)
         where this run cannot drop them itself; lines for the admin."""
         return []
 
-    def maintain(self, ctx: Context, hook_input: HookInput) -> list[str]:
+    def maintain(self, ctx: "Context", hook_input: "HookInput") -> list[str]:
         """Upkeep on every hook run (lift holds no longer needed); returns at once when there
         is nothing to do."""
         return []
 
-    def pin(self, ctx: Context, release: str, codes: tuple[str, ...]) -> list[str]:
+    def pin(self, ctx: "Context", release: str, codes: tuple[str, ...]) -> list[str]:
         """Write this manager's own form of kzguard's pin on ``release``."""
         return []
 
-    def unpin(self, ctx: Context, release: str) -> list[str]:
+    def unpin(self, ctx: "Context", release: str) -> list[str]:
         """Lift this manager's form of the pin on ``release``, if it has one."""
         return []
 
-    def pinned(self, root: Root) -> Optional[dict[str, PinForm]]:
+    def pinned(self, root: "Root") -> "Optional[dict[str, PinForm]]":
         """The releases this manager's own file holds back for kzguard, by release; ``None``
         where a pin has no form of its own (dnf's plugin and pacman's hook read the state)."""
         return None
 
-    def cleanup(self, ctx: Context) -> list[str]:
+    def cleanup(self, ctx: "Context") -> list[str]:
         """Take back everything kzguard wrote into this manager's configuration."""
         return []

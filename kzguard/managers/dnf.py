@@ -27,9 +27,6 @@ command that loads the repositories, which costs what ``kzguard check`` costs.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping, Sequence
-
 from kzguard.base.record import Record
 from kzguard.base.rpmnames import hold_names, kernel_release, split_release
 from kzguard.base.transaction import ZFS_PACKAGES, Transaction
@@ -37,6 +34,7 @@ from kzguard.managers.base import Manager
 
 TYPE_CHECKING = False  # typing costs 2 ms to import: the registry loads every adapter
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
     from typing import Any, Optional
 
     from kzguard.config import Config
@@ -51,7 +49,6 @@ _ZFS_VERSION_FROM = ("zfs-dkms", "kmod-zfs", "zfs-kmod", "zfs")
 # kzguard.config.load.DEFAULT_PATH, not imported here: sack() runs on every dnf command
 CONFIG_FILE = "/etc/kzguard/kzguard.yaml"
 # "hold" as a word in a configuration file: the cheap test before loading YAML on every dnf run
-_HOLD_WORD = re.compile(rb"\bhold\b")
 
 
 class Package(Record):
@@ -185,7 +182,7 @@ def resolved(
         lifted: list[str] = []
         decision = run_gate(ctx, tx, command=command_line(argv), lifted_into=lifted)
     except Exception as exc:  # noqa: BLE001 - any failure of kzguard itself meets on_error
-        from kzguard.guard.gate import error_outcome
+        from kzguard.guard.hook_process import error_outcome
 
         refuse, message = error_outcome(MANAGER, exc, root_path, config_path)
         return Outcome(refuse, (f"kzguard: {message}",), warn=True)
@@ -265,7 +262,7 @@ def recheck(
 
         decision = gate_recheck(ctx, tx, allowed=frozenset(allowed), command=command_line(argv))
     except Exception as exc:  # noqa: BLE001 - any failure of kzguard itself meets on_error
-        from kzguard.guard.gate import error_outcome
+        from kzguard.guard.hook_process import error_outcome
 
         refuse, message = error_outcome(MANAGER, exc, root_path, config_path)
         return Outcome(refuse, (f"kzguard: {message}",), warn=True)
@@ -336,7 +333,7 @@ def finish(
     import os
 
     from kzguard.guard import inflight
-    from kzguard.guard.postinstall import finish_main
+    from kzguard.guard.end_check import finish_main
 
     env = os.environ if env is None else env
     buffer = io.StringIO()
@@ -370,7 +367,11 @@ def hold_configured(ctx: Context) -> Optional[Config]:
             data = ctx.root.read_bytes(CONFIG_FILE)
     except Exception:  # noqa: BLE001 - no file (or an unreadable one): not hold mode here
         return None
-    if not _HOLD_WORD.search(data):
+    if b"hold" not in data:  # no need for re (5 ms) on most runs
+        return None
+    import re
+
+    if not re.search(rb"\bhold\b", data):
         return None
     return ctx.config if ctx.config.on_unsupported_kernel == "hold" else None
 

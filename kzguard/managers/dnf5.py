@@ -35,8 +35,6 @@ changed only by :mod:`kzguard.actions.dnf5_hold` (imported when a hold is made o
 
 from __future__ import annotations
 
-import re
-
 from kzguard.base.errors import Dnf5Error
 from kzguard.managers.base import HookInput, Manager, PinForm
 from kzguard.managers.dnf import Package, build_transaction
@@ -73,6 +71,8 @@ class Dnf5Input(HookInput):
 
 
 def plugin_version(text: str) -> tuple[int, ...]:
+    import re
+
     parts = re.findall(r"\d+", text)[:3]
     return tuple(int(p) for p in parts) if parts else (0,)
 
@@ -149,7 +149,7 @@ def maintain(ctx: Context, hook_input: HookInput) -> list[str]:
     """Keep kzguard's versionlock holds right, at ``repos_configured`` and ``post_transaction``.
 
     At ``post_transaction`` it first runs the final post-install check of the transaction
-    (:func:`kzguard.guard.postinstall.finish_main`: the kernels kernel-install queued during it).
+    (:func:`kzguard.guard.end_check.finish_main`: the kernels kernel-install queued during it).
     Holds still needed stay; those whose kernel is now supported, installed, let through by
     an admin, or no longer wanted by the policy are lifted, except the holds of pinned kernels
     (:mod:`kzguard.actions.pin` lifts those). Where dnf5 cannot refuse a
@@ -161,7 +161,7 @@ def maintain(ctx: Context, hook_input: HookInput) -> list[str]:
     if not isinstance(hook_input, Dnf5Input) or hook_input.hook not in UPKEEP_HOOKS:
         return []
     if hook_input.hook == "post_transaction":  # the end state: the final post-install check
-        from kzguard.guard.postinstall import finish_main
+        from kzguard.guard.end_check import finish_main
 
         finish_main(
             MANAGER, root_option=ctx.root.top, config_path=ctx.config_path, dry_run=ctx.dry_run

@@ -38,14 +38,12 @@ transaction like ``block``; :func:`hold` tells the admin to leave the kernel out
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Sequence
-
 from kzguard.base.transaction import ZFS_PACKAGES, Transaction
 from kzguard.managers.base import HookInput, Manager
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
     from typing import Optional, TextIO
 
     from kzguard.context import Context
@@ -59,8 +57,8 @@ KERNEL_PACKAGES = ("linux", "linux-lts", "linux-zen", "linux-hardened")
 _ZFS_MODULE_PREFIXES = ("zfs-linux", "zfs-dkms")
 _ZFS_SOURCE_PREFIX = "zfs-dkms"  # ships usr/src/zfs-<version>/META
 DEFAULT_CACHE_DIR = "/var/cache/pacman/pkg/"
-_VMLINUZ = re.compile(r"usr/lib/modules/([^/\s]+)/vmlinuz\Z")
-_META = re.compile(r"usr/src/zfs-([^/\s]+)/META\Z")
+_VMLINUZ = ("usr/lib/modules/", "/vmlinuz")  # usr/lib/modules/<release>/vmlinuz
+_META = ("usr/src/zfs-", "/META")  # usr/src/zfs-<version>/META
 
 
 def read(stdin: TextIO, root: Root) -> HookInput:
@@ -75,6 +73,14 @@ def is_zfs_package(name: str) -> bool:
     return name in ZFS_PACKAGES or name.startswith((*_ZFS_MODULE_PREFIXES, "zfs-utils"))
 
 
+def _between(target: str, head: str, tail: str) -> str:
+    """The one path component between ``head`` and ``tail`` that make up ``target``, or ""."""
+    if not (target.startswith(head) and target.endswith(tail)):
+        return ""
+    middle = target[len(head) : len(target) - len(tail)]
+    return "" if not middle or "/" in middle or any(c.isspace() for c in middle) else middle
+
+
 def transaction(root: Root, targets: Iterable[str]) -> Transaction:
     """The Transaction the hook's target lines describe, read against ``root``'s pacman dbs."""
     written: list[str] = []  # kernel releases whose vmlinuz the transaction writes
@@ -82,11 +88,11 @@ def transaction(root: Root, targets: Iterable[str]) -> Transaction:
     names: list[str] = []
     for line in targets:
         target = line.strip()
-        kernel, meta = _VMLINUZ.match(target), _META.match(target)
+        kernel, meta = _between(target, *_VMLINUZ), _between(target, *_META)
         if kernel:
-            written.append(kernel.group(1))
+            written.append(kernel)
         elif meta:
-            sources.append(meta.group(1))
+            sources.append(meta)
         elif target and "/" not in target:
             names.append(target)
     zfs = sorted({n for n in names if is_zfs_package(n)})
@@ -142,7 +148,7 @@ def _cached(root: Root, name: str, version: str) -> Optional[str]:
         for inner in root.glob(f"{cache.rstrip('/')}/{name}-{version}-*.pkg.tar*"):
             rest = inner.rsplit("/", 1)[-1][len(f"{name}-{version}-") :]
             if "-" not in rest and not inner.endswith(".sig"):
-                return str(root.resolve(inner))
+                return root.host_path(inner)
     return None
 
 
