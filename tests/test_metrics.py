@@ -341,3 +341,41 @@ def test_the_dashboard_queries_are_valid_promql(tmp_path):
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     proc = promtool("check", "rules", str(path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_rendered_text_is_client_pythons_byte_for_byte(root, core):
+    """exposition() renders the text format itself (once per state); it must be what
+    prometheus_client's generate_latest writes for the same families, in every state."""
+    from prometheus_client.exposition import generate_latest
+
+    fresh = Core(Root(root), runner=Runner())
+    assert metrics.exposition(fresh) == generate_latest(metrics.registry(fresh))
+    HostTree(root).kernel(NO_MODULE)
+    with state.locked(Root(root)) as st:
+        state.count_blocked(st.data, 'we"ird\\na\nme')
+        st.data["counters"]["snapshot_last_success"] = 1700000000.5
+        st.save()
+    core.check()
+    assert metrics.exposition(core) == generate_latest(metrics.registry(core))
+    core.error = "boom"
+    assert metrics.exposition(core) == generate_latest(metrics.registry(core))  # not stale
+
+
+def test_a_prometheus_server_gets_openmetrics_and_gzip_as_before(core):
+    import gzip
+
+    server = metrics.serve(core, "127.0.0.1:0")
+    try:
+        request = urllib.request.Request(
+            server.url,
+            headers={
+                "Accept": "application/openmetrics-text;version=1.0.0",
+                "Accept-Encoding": "gzip",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            body = gzip.decompress(response.read()).decode()
+            assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+        assert body.endswith("# EOF\n") and "kzguard_next_boot_safe" in body
+    finally:
+        server.shutdown()

@@ -29,9 +29,33 @@ import socket
 import sys
 import time
 
-import gi
 
-gi.require_version("GLib", "2.0")
+def _import_gi() -> None:
+    """Load gi without what a service never uses. PyGObject 3.47 and later import asyncio,
+    and asyncio imports ssl when it can (libssl and libcrypto: 4 MiB); gi loads pycairo's
+    bridge when pycairo is installed (libcairo, X11, freetype, fontconfig: 2 MiB). Both are
+    kept out while gi loads (asyncio then has no TLS, gi no cairo; nothing here draws or
+    speaks TLS), and either can be imported as usual afterwards."""
+    kept_out = [name for name in _KEPT_OUT if name not in sys.modules]
+    if "asyncio" in sys.modules:  # asyncio has its ssl already: nothing to save
+        kept_out = [name for name in kept_out if name != "ssl"]
+    for name in kept_out:
+        sys.modules[name] = None  # type: ignore[assignment]  # import: ImportError
+    try:
+        import gi
+
+        gi.require_version("GLib", "2.0")
+        gi.require_version("Gio", "2.0")
+    finally:
+        for name in kept_out:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+
+
+_KEPT_OUT = ("ssl", "gi._gi_cairo")
+
+
+_import_gi()
 from gi.repository import GLib  # noqa: E402
 
 from kzguard.base.errors import EXIT_SAFE, UsageError  # noqa: E402
@@ -200,6 +224,10 @@ class Daemon:
 
     def _published(self) -> None:
         self._write_textfile()
+        if self._server is not None:  # rendered now, once: scrapes only send the bytes
+            metrics = self._metrics_module()
+            if metrics is not None:
+                metrics.exposition(self.core)
         self._update_status()
 
     def status_line(self) -> str:
@@ -358,6 +386,7 @@ class Daemon:
         except Exception as exc:  # noqa: BLE001 - a busy port must not stop the guard
             _log().error("cannot serve metrics on %s: %s", listen, exc)
         else:
+            metrics.exposition(self.core)  # the first scrape only sends it too
             _log().info("serving metrics on %s", listen)
 
     def _export_bus(self) -> None:

@@ -81,28 +81,56 @@ def targets(root: Root, base: Sequence[str] = WATCHED) -> Targets:
     """Every host path to watch in ``root``, and for an ancestor standing in for a missing
     path, the child names that lead to it. Nothing is read beyond directory listings."""
     root = root.fresh()  # resolved parents are cached per object
+    resolve = _Resolver(root)
     found: Targets = {}
     wanted: list[str] = [*base, *EXTRA, *root.glob(ZFS_SOURCES)]
     for modules_root in MODULE_ROOTS:
         for name in root.listdir(modules_root):
             kernel = f"{modules_root}/{name}"
-            if root.is_dir(kernel) and any(root.exists(f"{kernel}/{m}") for m in KERNEL_MARKERS):
+            if os.path.isdir(resolve(kernel)) and any(
+                os.path.exists(resolve(f"{kernel}/{m}")) for m in KERNEL_MARKERS
+            ):
                 wanted.append(kernel)
                 wanted.extend(f"{kernel}/{location}" for location in MODULE_DIRS)
     for inner in wanted:
-        _want(root, inner, found)
+        _want(resolve, inner, found)
     for inner, depth in TREES.items():
-        if _want(root, inner, found):
-            _walk(root.resolve(inner).as_posix(), depth, found)
-    if root.is_dir(EFIVARS):
-        found[root.resolve(EFIVARS).as_posix()] = None
+        if _want(resolve, inner, found):
+            _walk(resolve(inner), depth, found)
+    if os.path.isdir(resolve(EFIVARS)):
+        found[resolve(EFIVARS)] = None
     return found
 
 
-def _want(root: Root, inner: str, found: Targets) -> bool:
+class _Resolver:
+    """``root.resolve(inner).as_posix()``, remembered per path: a path whose last component
+    is no link is its parent's resolution and its name; a link is resolved by the root (so
+    the dozens of paths under each kernel cost one ``lstat`` each, not one per component)."""
+
+    def __init__(self, root: Root):
+        self.root = root
+        self.cache: dict[str, str] = {}
+
+    def __call__(self, inner: str) -> str:
+        parts = [p for p in inner.split("/") if p and p != "."]
+        key = "/" + "/".join(parts)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        if not parts or ".." in parts:
+            host = self.root.resolve(key).as_posix()
+        else:
+            parent = self("/" + "/".join(parts[:-1]))
+            candidate = posixpath.join(parent, parts[-1])
+            host = self.root.resolve(key).as_posix() if os.path.islink(candidate) else candidate
+        self.cache[key] = host
+        return host
+
+
+def _want(resolve: _Resolver, inner: str, found: Targets) -> bool:
     """Watch ``inner`` when it exists, else its nearest existing ancestor for the way to it.
     Says whether ``inner`` itself is watched."""
-    host = root.resolve(inner).as_posix()
+    host = resolve(inner)
     if os.path.exists(host):
         found[host] = None
         return True
@@ -111,7 +139,7 @@ def _want(root: Root, inner: str, found: Targets) -> bool:
         parent = "/" + "/".join(parts[:depth])
         if any(parent == p or parent.startswith(p + "/") for p in PSEUDO):
             return False
-        parent_host = root.resolve(parent).as_posix()
+        parent_host = resolve(parent)
         if os.path.isdir(parent_host):
             names = found.get(parent_host, frozenset())
             if names is not None:
