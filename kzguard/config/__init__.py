@@ -16,14 +16,16 @@ kind of value), ``schema`` (Setting, SCHEMA), ``model`` (the Config records), ``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from kzguard.config.load import DEFAULT_PATH, load_config, loads
 from kzguard.config.model import DEFAULTS_SOURCE, Config, MetricsConfig, SnapshotsConfig
-from kzguard.config.schema import SCHEMA, Check, Setting
+from kzguard.config.schema import SCHEMA, Setting
 
+TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:
+    from typing import Any
+
     from kzguard.config.docs import render_docs
+    from kzguard.config.schema import Check
 
 __all__ = [
     "DEFAULTS_SOURCE",
@@ -41,9 +43,14 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """``render_docs``, importing the docs module on first use."""
+    """``render_docs``, importing the docs module on first use, and ``Check``, the type of a
+    setting's check (made from :mod:`typing` only when asked for)."""
     if name == "render_docs":
         from kzguard.config.docs import render_docs
 
         return render_docs
+    if name == "Check":
+        from kzguard.config import schema
+
+        return schema.Check
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import TYPE_CHECKING, Any, Optional, Union
 
 from kzguard.base.errors import ConfigError, FactError
 from kzguard.config.model import Config, build
@@ -16,7 +15,10 @@ from kzguard.config.nodes import Invalid, describe, kind_of, line_of, pairs, sho
 from kzguard.config.schema import BY_NAME, SCHEMA, SECTIONS
 from kzguard.root import Root
 
+TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:
+    from typing import Any, Optional, Union
+
     from yaml.nodes import Node
 
 DEFAULT_PATH = "/etc/kzguard/kzguard.yaml"
@@ -117,7 +119,7 @@ def _decode(data: bytes, source: str) -> str:
 
 MAX_CONFIG_CHARS = 1 << 20
 MAX_FLOW_DEPTH = 32
-_FLOW = re.compile(r"[\[\]{}'\"#\n]")
+_FLOW = r"[\[\]{}'\"#\n]"  # compiled (and cached by re) when a file is read
 
 
 def _flow_depth(text: str) -> int:
@@ -126,7 +128,7 @@ def _flow_depth(text: str) -> int:
     depth = deepest = 0
     quote = ""
     comment = False
-    for match in _FLOW.finditer(text):
+    for match in re.finditer(_FLOW, text):
         char, at = match.group(), match.start()
         if comment:
             comment = char != "\n"
@@ -145,15 +147,16 @@ def _flow_depth(text: str) -> int:
 
 
 MAX_BLOCK_DEPTH = 256
-_BLOCK_ITEMS = re.compile(r"[ \t]*((?:[-?:][ \t]+)*)")
+_BLOCK_ITEMS = r"[ \t]*((?:[-?:][ \t]+)*)"
 
 
 def _block_depth(text: str) -> int:
     """The deepest block nesting a line could open: its indentation plus two columns per
     leading ``- ``/``? `` item (``- - - x`` nests three sequences on one line)."""
     deepest = 0
+    items_at = re.compile(_BLOCK_ITEMS).match
     for line in text.splitlines():
-        match = _BLOCK_ITEMS.match(line)
+        match = items_at(line)
         if match is not None:
             items = match.group(1)
             depth = match.start(1) + 2 * (items.count("-") + items.count("?") + items.count(":"))

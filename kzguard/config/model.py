@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Callable, Optional
-
 from kzguard.base.record import Record
 from kzguard.config.schema import BY_NAME, SCHEMA
 from kzguard.config.validators import RANGE_KEYS
+
+TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, Callable, Optional
 
 DEFAULTS_SOURCE = "defaults"
 

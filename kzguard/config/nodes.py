@@ -7,12 +7,14 @@ key path that :func:`render_key` turns into ``zfs_ranges['2.4.5'].linux_min``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Callable, Union
 
 from kzguard.base.errors import ConfigError
 
+TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from typing import Any, Callable, Union
+
     from yaml.nodes import Node
 
 TAG = "tag:yaml.org,2002:"

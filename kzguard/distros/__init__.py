@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from kzguard.distros.arch import Arch
 from kzguard.distros.base import Distro
-from kzguard.distros.debian import Debian
-from kzguard.distros.el import EL
-from kzguard.distros.fedora import Fedora
-from kzguard.distros.proxmox import Proxmox
-from kzguard.distros.ubuntu import Ubuntu
 
-FAMILIES: dict[str, type[Distro]] = {
-    cls.family: cls for cls in (Fedora, EL, Debian, Ubuntu, Proxmox, Arch)
+TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+# family -> (module under kzguard.distros, class): a run imports only its host's family.
+FAMILIES: dict[str, tuple[str, str]] = {
+    "fedora": ("fedora", "Fedora"),
+    "el": ("el", "EL"),
+    "debian": ("debian", "Debian"),
+    "ubuntu": ("ubuntu", "Ubuntu"),
+    "proxmox": ("proxmox", "Proxmox"),
+    "arch": ("arch", "Arch"),
 }
 
 # os-release ID (or an ID_LIKE word) -> family.
@@ -45,9 +47,18 @@ def family_for(os_id: str, id_like: Iterable[str] = ()) -> str:
     return "unknown"
 
 
+def distro_class(family: str) -> type[Distro]:
+    """The family's class (the generic one for ``unknown``), its module imported on first use."""
+    where = FAMILIES.get(family)
+    if where is None:
+        return Distro
+    module = __import__(f"{__name__}.{where[0]}", fromlist=(where[1],))  # importlib costs 1 ms
+    return getattr(module, where[1])  # type: ignore[no-any-return]
+
+
 def distro_for(family: str) -> Distro:
     """An instance of the family's class (the generic one for ``unknown``)."""
-    return FAMILIES.get(family, Distro)()
+    return distro_class(family)()
 
 
 # DKMS's own ``override_dest_module_location``: where it installs modules, by its own reading

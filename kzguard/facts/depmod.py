@@ -44,6 +44,7 @@ DEFAULT_SEARCH = ("updates", BUILTIN)
 MAX_CONFIG_FILES = 256
 MAX_CONFIG_BYTES = 64 * 1024
 MAX_MODULES_DEP_BYTES = 64 * 1024 * 1024
+MODULES_DEP = "modules.dep"
 
 
 def module_name(filename: str) -> Optional[str]:
@@ -168,7 +169,7 @@ def read_modules_dep(
     """The entries of ``modules_dir/modules.dep`` for ``names`` and, recursively, their
     dependencies: ``(None, None)`` when there is no modules.dep, ``(None, problem)`` when it
     cannot be read. A line that does not parse is skipped (modprobe skips it too)."""
-    inner = f"{modules_dir}/modules.dep"
+    inner = f"{modules_dir}/{MODULES_DEP}"
     try:
         if not root.exists(inner) and not root.is_symlink(inner):
             return None, None
@@ -214,6 +215,7 @@ __all__ = [
     "BUILTIN",
     "CONFIG_DIRS",
     "DEFAULT_SEARCH",
+    "MODULES_DEP",
     "DepEntry",
     "DepmodConfig",
     "ModulesDep",

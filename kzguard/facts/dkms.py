@@ -26,8 +26,8 @@ The layout (DKMS 3.0.10 on Debian 12, observed on real add/build/install/uninsta
 :func:`read_tree` answers what ``dkms status`` (3.0.10) answers, from the files alone, except
 that a dangling ``source`` is *broken* (as 3.2 says) and a failed last build is
 *build-failed*, and a source without ``dkms.conf`` is *broken* too (3.0.10 stops with "Could
-not locate dkms.conf"). It compares built and installed modules by content, like DKMS (size first,
-bytes only when sizes agree: both files are read once per installed kernel). Like DKMS it takes
+not locate dkms.conf"). It compares built and installed modules by content, like DKMS (the
+built module read once per installed kernel, then each candidate copy). Like DKMS it takes
 the install location from the root's os-release; unlike DKMS it accepts every compression suffix
 (DKMS only looks for the one the host's own ``modules.dep`` uses) and calls a module installed
 when any candidate location holds an identical copy (DKMS picks the location by ``modinfo``).
@@ -38,13 +38,18 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from typing import NamedTuple, Optional
 
+from kzguard import facts as _fs
 from kzguard.base.errors import FactError
 from kzguard.base.record import Record
+from kzguard.facts import Pattern
 from kzguard.facts.osrelease import OsRelease, read_os_release
 from kzguard.root import Root
+
+TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+    from typing import Optional, Union
 
 ADDED = "added"
 BUILT = "built"
@@ -59,10 +64,9 @@ NOTE_MISSING = "Missing some built modules"
 
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 UNREADABLE = "?"  # the version of an entry whose module directory cannot be listed
-_CHUNK = 1 << 20
 _LOCATION_PREFIXES = ("/kernel", "/updates", "/extra")
-_KERNEL_DIR = re.compile(r"[0-9]+\.")
-_FAILED_LOG = re.compile(
+_KERNEL_DIR = Pattern(r"[0-9]+\.")
+_FAILED_LOG = Pattern(
     r"DKMS make\.log for (?P<mv>.+) for kernel (?P<kernel>\S+) \((?P<arch>[^)]+)\)"
 )
 
@@ -84,7 +88,7 @@ class DkmsEntry(Record):
 # --- reading the tree ------------------------------------------------------------------------
 
 
-class _Spec(NamedTuple):
+class _Spec(Record):
     """One module a dkms.conf builds: its installed name and candidate locations."""
 
     name: str
@@ -92,7 +96,9 @@ class _Spec(NamedTuple):
 
 
 class _Tree:
-    """What one :func:`read_tree` call needs: the root, the tree paths, a dkms.conf cache."""
+    """What one :func:`read_tree` call needs: the root, the tree paths, and what was read
+    once for every kernel: dkms.conf files, the ``/etc/dkms`` names, the install trees'
+    listings, resolved ``kernel-*`` links."""
 
     def __init__(
         self,
@@ -108,6 +114,10 @@ class _Tree:
         self.install_trees = tuple(install_trees)
         self.override = install_location(root, os_release)
         self._confs: dict[str, Optional[list[tuple[str, int, str]]]] = {}
+        self._etc: Optional[dict[str, Optional[frozenset[str]]]] = None
+        self._installs: Optional[list[Optional[_fs.Listing]]] = None
+        self._kernel_dirs: dict[str, list[_fs.Listing]] = {}
+        self._real: dict[str, Union[str, FactError]] = {}
 
     def path(self, *parts: str) -> str:
         return posixpath.join(self.dkms_tree, *parts)
@@ -116,6 +126,52 @@ class _Tree:
         if inner not in self._confs:
             self._confs[inner] = _read_assignments(self.root, inner)
         return self._confs[inner]
+
+    def may_exist(self, inner: str) -> bool:
+        """False when ``inner`` is surely not there: its directory (``/etc/dkms``) was listed
+        once and does not name it."""
+        directory, _, name = inner.rpartition("/")
+        if self._etc is None:
+            self._etc = {}
+        if directory not in self._etc:
+            names, problem = self.root.scan_dir(directory)
+            self._etc[directory] = None if problem is not None else frozenset(names)
+        names = self._etc[directory]
+        return names is None or name in names
+
+    def real(self, inner: str) -> str:
+        """The host path of ``inner`` (links followed inside the root), resolved once."""
+        found = self._real.get(inner)
+        if found is None:
+            try:
+                found = _fs.host_path(self.root, inner)
+            except FactError as exc:
+                found = exc
+            self._real[inner] = found
+        if isinstance(found, FactError):
+            raise found
+        return found
+
+    def kernel_dirs(self, kernel: str) -> list[_fs.Listing]:
+        """``<install tree>/<kernel>`` for each install tree that has the kernel."""
+        if kernel not in self._kernel_dirs:
+            if self._installs is None:
+                self._installs = [self._listing(t) for t in self.install_trees]
+            found = []
+            for inner, listing in zip(self.install_trees, self._installs):
+                if listing is None:  # the root says why (a link loop), as for each kernel
+                    if self.root.is_dir(f"{inner}/{kernel}"):
+                        found.append(_fs.Listing(self.root, f"{inner}/{kernel}"))
+                elif listing.is_dir(kernel):
+                    found.append(listing.child(kernel))
+            self._kernel_dirs[kernel] = found
+        return self._kernel_dirs[kernel]
+
+    def _listing(self, inner: str) -> Optional[_fs.Listing]:
+        try:
+            return _fs.Listing(self.root, inner)
+        except FactError:
+            return None
 
 
 def read_tree(
@@ -137,13 +193,13 @@ def read_tree(
     entries: list[DkmsEntry] = []
     for module in modules:
         try:
-            versions = _visible(root.listdir(tree.path(module)))
+            listing = _fs.Listing(root, tree.path(module))
         except FactError as exc:
             entries.append(_unreadable(module, UNREADABLE, exc))
             continue
-        for version in versions:
+        for version in _visible(listing.names()):
             try:
-                entries.extend(_version_entries(tree, module, version))
+                entries.extend(_version_entries(tree, listing, module, version))
             except (FactError, OSError) as exc:
                 entries.append(_unreadable(module, version, exc))
     return sorted(entries, key=_status_order)
@@ -154,22 +210,29 @@ def _unreadable(module: str, version: str, exc: Exception) -> DkmsEntry:
     return DkmsEntry(module, version, None, None, BROKEN, (f"unreadable: {exc}",))
 
 
-def _version_entries(tree: _Tree, module: str, version: str) -> list[DkmsEntry]:
-    root, vdir = tree.root, tree.path(module, version)
-    if not root.is_dir(vdir) or (version.startswith("kernel-") and root.is_symlink(vdir)):
+def _version_entries(
+    tree: _Tree, listing: _fs.Listing, module: str, version: str
+) -> list[DkmsEntry]:
+    """The entries of ``<tree>/<module>/<version>`` (``listing``: ``<tree>/<module>``)."""
+    vdir = tree.path(module, version)
+    if listing.kind(version) == _fs.LINK:  # kernel-<k>-<a>, or a version dir behind a link
+        if not os.path.isdir(tree.real(vdir)) or version.startswith("kernel-"):
+            return []
+    elif not listing.is_dir(version):
         return []
     source = _source_state(tree, module, version)
     if source is None:
         return []
     if source == BROKEN:
         return [DkmsEntry(module, version, None, None, BROKEN)]
-    entries = [
-        entry
-        for kernel in root.listdir(vdir)
-        if _KERNEL_DIR.match(kernel)
-        for arch in _visible(root.listdir(f"{vdir}/{kernel}"))
-        for entry in _built_entry(tree, module, version, kernel, arch)
-    ]
+    versions = listing.child(version)
+    entries = []
+    for kernel in versions.names():
+        if not _KERNEL_DIR.match(kernel):
+            continue
+        kernels = versions.child(kernel)
+        for arch in _visible(kernels.names()):
+            entries += _built_entry(tree, listing, kernels, module, version, kernel, arch)
     failed = _failed_build(tree, module, version)
     if failed and not any((e.kernel, e.arch) == failed for e in entries):
         entries.append(DkmsEntry(module, version, failed[0], failed[1], BUILD_FAILED))
@@ -188,80 +251,122 @@ def _source_state(tree: _Tree, module: str, version: str) -> Optional[str]:
     return None
 
 
-def _built_entry(tree: _Tree, module: str, version: str, kernel: str, arch: str) -> list[DkmsEntry]:
-    root = tree.root
-    kdir = tree.path(module, version, kernel, arch)
-    if not root.is_dir(f"{kdir}/module"):
+def _built_entry(
+    tree: _Tree,
+    listing: _fs.Listing,
+    kernels: _fs.Listing,
+    module: str,
+    version: str,
+    kernel: str,
+    arch: str,
+) -> list[DkmsEntry]:
+    """The entry of ``<kernel>/<arch>`` (``kernels``: ``<version>/<kernel>``), if built."""
+    if not kernels.is_dir(arch):
         return []
+    kdir = kernels.child(arch)
+    if not kdir.is_dir("module"):
+        return []
+    moddir = kdir.child("module")
     specs = _module_specs(tree, module, version, kernel, arch)
-    if not _is_built(root, f"{kdir}/module", specs):
-        return []
-    link = tree.path(module, f"kernel-{kernel}-{arch}")
-    installed = root.is_symlink(link) and root.resolve(link) == root.resolve(kdir)
-    notes = _notes(tree, module, kernel, arch, kdir, specs, installed)
+    built: dict[str, Optional[str]] = {}  # each module's file: found once, for the notes too
+    if specs is None and not any(name.endswith(MODULE_SUFFIXES) for name in moddir.names()):
+        return []  # dkms.conf unreadable: any module file will do
+    for spec in specs or ():
+        built[spec.name] = _find_module(moddir, spec.name)
+        if built[spec.name] is None:
+            return []
+    files = {name: (moddir, path) for name, path in built.items() if path is not None}
+    link = f"kernel-{kernel}-{arch}"
+    here = kdir.host if kernels.kind(arch) == _fs.DIR else tree.real(kdir.inner)
+    installed = listing.is_symlink(link) and tree.real(tree.path(module, link)) == here
+    notes = _notes(tree, listing, module, kernel, arch, specs, files, installed)
     return [DkmsEntry(module, version, kernel, arch, INSTALLED if installed else BUILT, notes)]
-
-
-def _is_built(root: Root, moddir: str, specs: Optional[list[_Spec]]) -> bool:
-    if specs is None:  # dkms.conf unreadable: any module file will do
-        return any(name.endswith(MODULE_SUFFIXES) for name in root.listdir(moddir))
-    return all(_find_module(root, moddir, spec.name) for spec in specs)
 
 
 def _notes(
     tree: _Tree,
+    listing: _fs.Listing,
     module: str,
     kernel: str,
     arch: str,
-    kdir: str,
     specs: Optional[list[_Spec]],
+    built: Mapping[str, tuple[_fs.Listing, str]],
     installed: bool,
 ) -> tuple[str, ...]:
     notes = []
-    if tree.root.is_dir(tree.path(module, "original_module", kernel, arch)):
+    original = "original_module"
+    if listing.exists(original) and tree.root.is_dir(tree.path(module, original, kernel, arch)):
         notes.append(NOTE_ORIGINAL)
     for spec in specs or ():
-        built = _find_module(tree.root, f"{kdir}/module", spec.name)
-        if built is None:
+        found = built.get(spec.name)
+        if found is None:
             notes.append(NOTE_MISSING)
-        elif installed and not _installed_copy_matches(tree, kernel, spec, built):
+        elif installed and not _installed_copy_matches(tree, kernel, spec, found):
             notes.append(NOTE_DIFF)
     return tuple(dict.fromkeys(notes))
 
 
-def _installed_copy_matches(tree: _Tree, kernel: str, spec: _Spec, built: str) -> bool:
-    root = tree.root
-    kernel_dirs = [f"{t}/{kernel}" for t in tree.install_trees if root.is_dir(f"{t}/{kernel}")]
+def _installed_copy_matches(
+    tree: _Tree, kernel: str, spec: _Spec, built: tuple[_fs.Listing, str]
+) -> bool:
+    kernel_dirs = tree.kernel_dirs(kernel)
     if not kernel_dirs:
         return False
+    content: list[bytes] = []  # the built module's bytes, read once
     for location in spec.locations:
-        copy = _find_module(root, kernel_dirs[0] + location, spec.name)
-        if copy is not None and _same_content(root, built, copy):
+        copy = _installed_copy(tree.root, kernel_dirs[0], location, spec.name)
+        if copy is not None and _same_content(tree.root, built, copy, content):
             return True
     return False
 
 
-def _same_content(root: Root, a: str, b: str) -> bool:
-    """``diff -q``: the same size, then the same bytes (no cache kept between calls)."""
+def _installed_copy(
+    root: Root, kernel_dir: _fs.Listing, location: str, name: str
+) -> Optional[tuple[Optional[_fs.Listing], str]]:
+    """The installed module ``name`` under ``<kernel dir><location>`` (the first suffix that
+    exists), with the listing of its directory when it was reached through no link."""
+    directory: Optional[_fs.Listing] = kernel_dir
+    for part in location.split("/"):
+        if not part or directory is None:
+            continue
+        kind = directory.kind(part)
+        if kind is None:
+            return None  # a missing directory holds nothing
+        directory = directory.child(part) if kind == _fs.DIR else None
+    if directory is not None:
+        found = _find_module(directory, name)
+        return (directory, found) if found is not None else None
+    for suffix in MODULE_SUFFIXES:  # a link on the way: the root resolves each path
+        path = f"{kernel_dir.inner}{location}/{name}{suffix}"
+        if root.exists(path):
+            return None, path
+    return None
+
+
+def _same_content(
+    root: Root,
+    built: tuple[_fs.Listing, str],
+    copy: tuple[Optional[_fs.Listing], str],
+    content: list[bytes],
+) -> bool:
+    """``diff -q`` of the built module and the installed copy (each with its directory's
+    listing, if any, and its in-root path): the same bytes. One that cannot be read differs."""
     try:
-        with root.open_regular(a) as fa, root.open_regular(b) as fb:
-            if os.fstat(fa.fileno()).st_size != os.fstat(fb.fileno()).st_size:
-                return False
-            while True:
-                chunk = fa.read(_CHUNK)
-                if chunk != fb.read(_CHUNK):
-                    return False
-                if not chunk:
-                    return True
-    except (OSError, FactError):
+        if not content:
+            content.append(built[0].read_bytes(posixpath.basename(built[1])))
+        directory, path = copy
+        if directory is None:
+            return content[0] == root.read_bytes(path)
+        return content[0] == directory.read_bytes(posixpath.basename(path))
+    except FactError:
         return False
 
 
-def _find_module(root: Root, directory: str, name: str) -> Optional[str]:
+def _find_module(directory: _fs.Listing, name: str) -> Optional[str]:
+    """The in-root path of ``name`` with the first module suffix that exists."""
     for suffix in MODULE_SUFFIXES:
-        path = f"{directory}/{name}{suffix}"
-        if root.exists(path):
-            return path
+        if directory.exists(name + suffix):
+            return directory.path(name + suffix)
     return None
 
 
@@ -290,8 +395,8 @@ def _status_order(entry: DkmsEntry) -> tuple[str, str]:
 
 # --- dkms.conf -------------------------------------------------------------------------------
 
-_ASSIGN = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\[([0-9]+)\])?=(.*)", re.S)
-_VAR = re.compile(r"\$\{(\w+)(?:\[([0-9]+)\])?\}|\$(\w+)")
+_ASSIGN = Pattern(r"([A-Za-z_][A-Za-z0-9_]*)(?:\[([0-9]+)\])?=(.*)", re.S)
+_VAR = Pattern(r"\$\{(\w+)(?:\[([0-9]+)\])?\}|\$(\w+)")
 _UNKNOWN = "\0"  # a value that needs command substitution
 
 
@@ -299,15 +404,15 @@ MAX_CONF_BYTES = 1 << 20
 # One shell word: plain characters, backslash escapes and quoted strings. Each alternative
 # starts with its own character and quoted strings are unrolled loops, so a match (or an
 # unterminated quote) costs time linear in the file's length.
-_TOKEN = re.compile(
+_TOKEN = Pattern(
     r"""(?P<space>\s+)
     |(?P<comment>\#[^\n]*)
     |(?P<word>(?:[^\s'"\\]|\\.|'[^']*'|"[^"\\]*(?:\\.[^"\\]*)*")+)
     |(?P<bad>.)""",
     re.X | re.S,
 )
-_PIECE = re.compile(r"[^\s'\"\\]+|\\.|'[^']*'|\"[^\"\\]*(?:\\.[^\"\\]*)*\"", re.S)
-_DQ_ESCAPE = re.compile(r'\\([\\"$`\n])')
+_PIECE = Pattern(r"[^\s'\"\\]+|\\.|'[^']*'|\"[^\"\\]*(?:\\.[^\"\\]*)*\"", re.S)
+_DQ_ESCAPE = Pattern(r'\\([\\"$`\n])')
 
 
 def shell_words(text: str) -> Optional[list[str]]:
@@ -370,6 +475,8 @@ def _module_specs(
     files += [f"{stem}.conf", f"{stem}-{version}.conf", f"{stem}-{version}-{kernel}.conf"]
     files.append(f"{stem}-{version}-{kernel}-{arch}.conf")
     for n, inner in enumerate(files):
+        if n and not tree.may_exist(inner):  # an /etc/dkms override that is not there
+            continue
         found = tree.assignments(inner)
         if found is None and n == 0:
             return None
@@ -418,10 +525,10 @@ def install_location(root: Root, osr: Optional[OsRelease] = None) -> Optional[st
 
 # --- parsing `dkms status` -------------------------------------------------------------------
 
-_STATUS = re.compile(
+_STATUS = Pattern(
     r"(?P<head>[^:]+?):\s*(?P<state>installed-weak|installed|built|added|broken)(?P<rest>(?:\s.*)?)"
 )
-_NOTE = re.compile(r"\(([^()]*)\)")
+_NOTE = Pattern(r"\(([^()]*)\)")
 _SKIP = ("Error!", "Warning:", "Deprecated feature:", "Manual intervention")
 
 

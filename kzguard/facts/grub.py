@@ -16,9 +16,8 @@
 
 from __future__ import annotations
 
-import re
-
 from kzguard.base.errors import FactError
+from kzguard.facts import Pattern
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:
@@ -34,7 +33,7 @@ LINUX_COMMANDS = ("linux", "linuxefi", "linux16")
 MAX_SUBMENU_DEPTH = 64  # grub-mkconfig writes one level; deeper is not a menu anyone made
 MAX_SHLEX = 4096  # shlex takes time in the square of a word's length: longer lines are split
 
-_ASSIGN = re.compile(r"\s*(?:export\s+)?(GRUB_[A-Z0-9_]+)=(.*)\Z")
+_ASSIGN = Pattern(r"\s*(?:export\s+)?(GRUB_[A-Z0-9_]+)=(.*)\Z")
 
 
 class MenuItem:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Sequence
-from typing import Optional
 
 from kzguard import distros
 from kzguard.base.errors import FactError
@@ -28,6 +26,9 @@ from kzguard.root import Root
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Optional
+
     from kzguard.config import Config
     from kzguard.root import Runner
 
@@ -266,10 +267,14 @@ def gather(
     dataset = root_dataset(root)
     probe = Probe(certificates=certificates, initramfs=dataset is not None, runner=runner)
     everything = read_installed(root, base_distro.module_roots, guarded, probe)
-    installed = [k for k in everything if k.error is None or k.release[:1].isdigit()]
-    unreadable = tuple(
-        (k.modules_dir, k.error) for k in everything if k not in installed and k.error
-    )
+    installed = []
+    unreadable_dirs = []
+    for kernel in everything:  # one pass (``k not in installed`` compared records: n squared)
+        if kernel.error is None or kernel.release[:1].isdigit():
+            installed.append(kernel)
+        elif kernel.error:  # an equal record would have been kept above: never both
+            unreadable_dirs.append((kernel.modules_dir, kernel.error))
+    unreadable = tuple(unreadable_dirs)
     installed, owner_problems = _with_owners(root, installed)
     problems += owner_problems
     releases = [k.release for k in installed]
@@ -284,7 +289,7 @@ def gather(
     auto = any(_exists(root, p) for p in distro.dkms_autoregister)
     delivery = detect_delivery(distro, sources, dkms, installed, auto)
     return Host(
-        root=str(root.path),
+        root=root.top,  # str(root.path) without importing pathlib
         os=os_release,
         family=family,
         distro=distro,

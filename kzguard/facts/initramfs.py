@@ -16,9 +16,8 @@ the ``lz4`` command (there is no lz4 in the standard library), through the
 
 from __future__ import annotations
 
-import re
-
 from kzguard.base.errors import CommandError, FactError
+from kzguard.facts import Pattern
 from kzguard.root import Root, Runner
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
@@ -30,8 +29,8 @@ MAX_IMAGE_SIZE = 1 << 30
 """Decompressed bytes above which an image is refused (real ones are 30-300 MiB)."""
 MAX_NAME = 4096  # PATH_MAX: the kernel refuses a longer member name
 
-_HEADER = re.compile(rb"07070[12][0-9A-Fa-f]{104}")
-_NONZERO = re.compile(rb"[^\0]")
+_HEADER = Pattern(rb"07070[12][0-9A-Fa-f]{104}")
+_NONZERO = Pattern(rb"[^\0]")
 _TRAILER = b"TRAILER!!!"
 _OUT_STEP = 1 << 20  # decompressed bytes asked for per call
 _IN_STEP = 1 << 16  # compressed bytes fed per call

@@ -5,9 +5,9 @@ from __future__ import annotations
 import functools
 import os
 import posixpath
-from collections.abc import Iterable, Sequence
 from functools import partial
 
+from kzguard import facts as _fs
 from kzguard.base.errors import FactError
 from kzguard.base.record import Record
 from kzguard.facts.modinfo import COMPRESSION_SUFFIXES, ModInfo, load_module, read_modinfo
@@ -16,6 +16,7 @@ from kzguard.root import Root, Runner
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
     from typing import Callable, Optional
 
     from kzguard.facts.depmod import DepmodConfig
@@ -144,36 +145,52 @@ def scan_kernels(root: Root, module_roots: Sequence[str]) -> dict[str, tuple[str
     kernel release; a module root that cannot be listed is reported under its own path. A
     kernel directory whose name is not UTF-8 is unreadable, under its name with the bytes
     escaped (``\\xff``): no release can be said, or printed, for it."""
-    found: dict[str, tuple[str, Optional[str]]] = {}
+    return {r: (d.inner, d.error) for r, d in _scan_kernels(root, module_roots).items()}
+
+
+class _KernelDir(Record):
+    """A kernel directory as :func:`_scan_kernels` listed it."""
+
+    inner: str
+    error: Optional[str] = None
+    host: str = ""  # its host path
+    kinds: Optional[dict[str, str]] = None  # entry name -> kind (kzguard.facts._fs)
+
+
+def _scan_kernels(root: Root, module_roots: Sequence[str]) -> dict[str, _KernelDir]:
+    """:func:`scan_kernels`, with each kernel directory's listing (read for the markers, and
+    the first level of the walk that looks for modules without a modules.dep)."""
+    found: dict[str, _KernelDir] = {}
     seen = set()
     for base in module_roots:
         try:
-            real_base = root.resolve(base)
+            real_base = _fs.host_path(root, base)
         except FactError as exc:
-            found[base] = (base, str(exc))
+            found[base] = _KernelDir(base, str(exc))
             continue
         if real_base in seen:
             continue
         seen.add(real_base)
         names, problem = root.scan_dir(base)
         if problem is not None:
-            found[base] = (base, problem)
+            found[base] = _KernelDir(base, problem)
             continue
         for name in names:
             inner = posixpath.join(base, name)
             if name in found:
                 continue
-            entries, problem = root.scan_dir(inner)
+            host, kinds, problem = _fs.scan_dir(root, inner)
             if problem is not None:
                 if name[:1].isdigit():
-                    found[_shown(name)] = (_shown(inner), problem)
+                    found[_shown(name)] = _KernelDir(_shown(inner), problem)
                 continue
-            if root.is_dir(inner) and any(m in entries for m in KERNEL_MARKERS):
+            # listed, so a directory (a missing one lists empty and has no marker)
+            if any(m in kinds for m in KERNEL_MARKERS):
                 if _shown(name) != name:
                     why = f"{_shown(inner)}: {NOT_UTF8}, so it names no kernel release"
-                    found[_shown(name)] = (_shown(inner), why)
+                    found[_shown(name)] = _KernelDir(_shown(inner), why)
                 else:
-                    found[name] = (inner, None)
+                    found[name] = _KernelDir(inner, None, host, kinds)
     return found
 
 
@@ -200,13 +217,20 @@ class _Located(Record):
     deps: tuple[str, ...] = ()
     others: tuple[str, ...] = ()
     ambiguous: bool = False
+    host: Optional[str] = None  # a regular file, no link (the walk saw it): its host path
 
 
 class _KernelIndex:
     """One kernel's modules.dep, depmod.d order and (when needed) a walk of its tree."""
 
     def __init__(
-        self, root: Root, release: str, modules_dir: str, names: Sequence[str], config: DepmodConfig
+        self,
+        root: Root,
+        release: str,
+        modules_dir: str,
+        names: Sequence[str],
+        config: DepmodConfig,
+        listed: Optional[_KernelDir] = None,
     ):
         from kzguard.facts import depmod
 
@@ -214,9 +238,15 @@ class _KernelIndex:
         self.release = release
         self.modules_dir = modules_dir
         self.config = config
-        self.dep, self.dep_problem = depmod.read_modules_dep(root, modules_dir, names)
+        self.listed = listed  # the kernel directory's listing, when it was read already
+        entries = listed.kinds if listed is not None else None
+        if entries is not None and depmod.MODULES_DEP not in entries:
+            self.dep, self.dep_problem = None, None  # not even a dangling link: there is none
+        else:
+            self.dep, self.dep_problem = depmod.read_modules_dep(root, modules_dir, names)
         self.wanted = {n.replace("-", "_") for n in names}
         self._files: Optional[dict[str, list[str]]] = None
+        self.plain: dict[str, str] = {}  # regular files the walk saw (no link): relative -> host
         self.walk_error: Optional[str] = None
 
     def files(self) -> dict[str, list[str]]:
@@ -226,30 +256,102 @@ class _KernelIndex:
         return self._files
 
     def _walk(self) -> dict[str, list[str]]:
-        from kzguard.facts.depmod import module_name
-
+        """``os.walk`` of the kernel's tree (top-down, directories sorted, links to
+        directories not entered, ``build`` and ``source`` left out), keeping each entry's type
+        from the listing: a regular file needs no ``stat``, only a link is resolved."""
         found: dict[str, list[str]] = {}
+        if self.listed is not None and self.listed.kinds is not None:
+            top = self.listed.host
+            self._walk_dir(top, "", found, self._top_entries(top, self.listed.kinds))
+            return found
         try:
-            top = str(self.root.resolve(self.modules_dir))
+            top = _fs.host_path(self.root, self.modules_dir)
         except FactError as exc:
             self.walk_error = str(exc)
             return found
-
-        def failed(exc: OSError) -> None:
-            self.walk_error = f"cannot read {self.root.to_inner(exc.filename)}: {exc.strerror}"
-
-        for dirpath, dirnames, filenames in os.walk(top, onerror=failed):
-            if dirpath == top:
-                dirnames[:] = [d for d in dirnames if d not in _NOT_SEARCHED]
-            dirnames.sort()
-            rel = os.path.relpath(dirpath, top)
-            for filename in filenames:
-                name = module_name(filename)
-                if name in self.wanted:
-                    path = filename if rel == "." else f"{rel}/{filename}"
-                    if self._is_file(path):  # a dangling link loads nothing
-                        found.setdefault(name, []).append(path)
+        self._walk_dir(top, "", found)
         return found
+
+    @staticmethod
+    def _top_entries(top: str, kinds: dict[str, str]) -> list[tuple[str, bool, bool, bool]]:
+        """``(name, is_dir, is_link, regular)`` of each entry, from the listing: a link is a
+        directory when what it points at is one (as ``os.walk`` asks)."""
+        entries = []
+        for name, kind in kinds.items():
+            if kind == _fs.LINK:
+                entries.append((name, os.path.isdir(f"{top}/{name}"), True, False))
+            else:
+                entries.append((name, kind == _fs.DIR, False, kind == _fs.FILE))
+        return entries
+
+    def _entries(self, host_dir: str) -> Optional[list[tuple[str, bool, bool, bool]]]:
+        """``(name, is_dir, is_link, regular)`` of each entry, as ``os.walk`` reads them
+        (``None``, and the error noted, when the directory cannot be read)."""
+        entries = []
+        try:
+            listing = os.scandir(host_dir)
+        except OSError as exc:
+            self._failed(exc)
+            return None
+        with listing:
+            while True:  # os.walk: an error part-way drops the directory
+                try:
+                    entry = next(listing)
+                except StopIteration:
+                    break
+                except OSError as exc:
+                    self._failed(exc)
+                    return None
+                try:
+                    is_dir = entry.is_dir()
+                except OSError:
+                    is_dir = False
+                try:
+                    link = entry.is_symlink()
+                    regular = not link and entry.is_file(follow_symlinks=False)
+                except OSError:
+                    link, regular = True, False  # unknown: asked of the root
+                entries.append((entry.name, is_dir, link, regular))
+        return entries
+
+    def _failed(self, exc: OSError) -> None:
+        self.walk_error = f"cannot read {self.root.to_inner(exc.filename)}: {exc.strerror}"
+
+    def _walk_dir(
+        self,
+        host_dir: str,
+        rel: str,
+        found: dict[str, list[str]],
+        entries: Optional[list[tuple[str, bool, bool, bool]]] = None,
+    ) -> None:
+        from kzguard.facts.depmod import module_name
+
+        dirs: list[tuple[str, bool]] = []  # (name, a link)
+        files: list[tuple[str, bool]] = []  # (name, a regular file and no link)
+        if entries is None:
+            entries = self._entries(host_dir)
+            if entries is None:
+                return
+        for name, is_dir, link, regular in entries:
+            if is_dir:
+                dirs.append((name, link))
+            else:
+                files.append((name, regular))
+        for filename, regular in files:
+            name = module_name(filename)
+            if name in self.wanted:
+                path = f"{rel}/{filename}" if rel else filename
+                if regular:
+                    self.plain[path] = f"{host_dir}/{filename}"
+                    found.setdefault(name, []).append(path)
+                elif self._is_file(path):  # a link (a dangling one loads nothing)
+                    found.setdefault(name, []).append(path)
+        if not rel:
+            dirs = [d for d in dirs if d[0] not in _NOT_SEARCHED]
+        for dirname, link in sorted(dirs):
+            if not link:
+                sub = f"{rel}/{dirname}" if rel else dirname
+                self._walk_dir(os.path.join(host_dir, dirname), sub, found)
 
     def locate(self, name: str) -> Optional[_Located]:
         from kzguard.facts import depmod
@@ -269,7 +371,10 @@ class _KernelIndex:
         others = tuple(self._inner(p) for p in copies if p != best)
         indexed = None if self.dep is None else False
         location = posixpath.dirname(best)
-        return _Located(self._inner(best), location, BY_SEARCH, indexed, (), others, bool(ties))
+        host = self.plain.get(best)
+        return _Located(
+            self._inner(best), location, BY_SEARCH, indexed, (), others, bool(ties), host
+        )
 
     def _inner(self, path: str) -> str:
         return path if path.startswith("/") else f"{self.modules_dir}/{path}"
@@ -300,17 +405,13 @@ def _module_file(
     """The module's facts, and its bytes when a kABI check will need them."""
     inner, location = found.path, found.location
     try:
-        link_target = root.to_inner(root.resolve(inner)) if root.is_symlink(inner) else None
+        link = found.host is None and root.is_symlink(inner)
+        link_target = root.to_inner(_fs.host_path(root, inner)) if link else None
     except FactError:
         link_target = None
     kabi = location.startswith(WEAK_UPDATES)
     missing = tuple(d for d in found.deps if not _safe_is_file(root, d))
-    base = ModuleFile(
-        name,
-        inner,
-        location,
-        kabi,
-        link_target,
+    facts = dict(
         found_by=found.found_by,
         indexed=found.indexed,
         deps=found.deps,
@@ -319,10 +420,10 @@ def _module_file(
         ambiguous=found.ambiguous,
     )
     try:
-        data = load_module(root, inner, runner=probe.runner)
+        data = load_module(root, inner, runner=probe.runner, host=found.host)
         info = read_modinfo(data)
     except FactError as exc:
-        return base._replace(error=str(exc)), None
+        return ModuleFile(name, inner, location, kabi, link_target, error=str(exc), **facts), None
     signature = None
     if probe.certificates is not None:
         from kzguard.facts.signature import NOT_ENROLLED, verify
@@ -331,8 +432,18 @@ def _module_file(
         if signature.status == NOT_ENROLLED:
             signature = signature.trusted_as_kernel_key(kernel_signer())
     signed = read_trailer(data).present
-    facts = base._replace(modinfo=info, signed=signed, signature=signature)
-    return facts, (data if kabi else None)
+    module = ModuleFile(
+        name,
+        inner,
+        location,
+        kabi,
+        link_target,
+        modinfo=info,
+        signed=signed,
+        signature=signature,
+        **facts,
+    )
+    return module, (data if kabi else None)
 
 
 def kernel_build_signer(
@@ -411,11 +522,11 @@ def read_installed(
     names = list(module_names)
     config = depmod.read_config(root)
     kernels = []
-    for release, (modules_dir, error) in scan_kernels(root, module_roots).items():
-        if error is not None:
-            kernels.append(InstalledKernel(release, modules_dir, (), error=error))
+    for release, listed in _scan_kernels(root, module_roots).items():
+        if listed.error is not None:
+            kernels.append(InstalledKernel(release, listed.inner, (), error=listed.error))
             continue
-        kernels.append(_read_kernel(root, release, modules_dir, names, probe, config))
+        kernels.append(_read_kernel(root, release, listed.inner, names, probe, config, listed))
     return kernels
 
 
@@ -426,8 +537,9 @@ def _read_kernel(
     names: Sequence[str],
     probe: Probe,
     config: DepmodConfig,
+    listed: Optional[_KernelDir] = None,
 ) -> InstalledKernel:
-    index = _KernelIndex(root, release, modules_dir, names, config)
+    index = _KernelIndex(root, release, modules_dir, names, config, listed)
     modules: dict[str, Optional[ModuleFile]] = {}
     kabi_bytes: dict[str, bytes] = {}
     signer = functools.lru_cache(maxsize=1)(

@@ -7,12 +7,15 @@ kernel's ``MODULE_INFO()`` emits them; the section is found by :mod:`kzguard.fac
 
 from __future__ import annotations
 
-from typing import Any, BinaryIO, Optional
-
+from kzguard import facts as _fs
 from kzguard.base.errors import CommandError, FactError
 from kzguard.base.record import Record
 from kzguard.facts.elf import find_section
 from kzguard.root import Root, Runner
+
+TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO, Optional
 
 COMPRESSION_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 MAX_MODULE_SIZE = 256 * 1024 * 1024
@@ -204,9 +207,12 @@ def read_modinfo(data: bytes) -> ModInfo:
 # --- through a root --------------------------------------------------------------------------
 
 
-def load_module(root: Root, inner: str, *, runner: Optional[Runner] = None) -> bytes:
-    """A module file's ELF bytes, read through ``root`` and decompressed by its suffix."""
-    data = root.read_bytes(inner)
+def load_module(
+    root: Root, inner: str, *, runner: Optional[Runner] = None, host: Optional[str] = None
+) -> bytes:
+    """A module file's ELF bytes, read through ``root`` and decompressed by its suffix
+    (``host``: its host path, when the root resolved it already)."""
+    data = root.read_bytes(inner) if host is None else _fs.read_file(host, inner)
     try:
         return decompress(data, compression_of(inner), runner=runner)
     except FactError as exc:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import shlex
-from typing import Optional
-
 from kzguard.base.record import Factory, Record
 from kzguard.root import Root
+
+TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
+if TYPE_CHECKING:
+    from typing import Optional
 
 OS_RELEASE_PATHS = ("/etc/os-release", "/usr/lib/os-release")
 RUNNING_RELEASE_PATH = "/proc/sys/kernel/osrelease"
@@ -41,12 +42,32 @@ def parse_os_release(text: str) -> dict[str, str]:
         if not line or line.startswith("#") or "=" not in line or len(line) > MAX_LINE:
             continue
         key, _, raw = line.partition("=")
-        try:
-            words = shlex.split(raw, comments=False, posix=True)
-        except ValueError:
-            continue
-        fields[key.strip()] = " ".join(words)
+        value = _plain_value(raw)
+        if value is None:
+            import shlex  # only for a value with escapes, spaces or mixed quotes
+
+            try:
+                value = " ".join(shlex.split(raw, comments=False, posix=True))
+            except ValueError:
+                continue
+        fields[key.strip()] = value
     return fields
+
+
+_SHLEX_SPECIAL = frozenset(" \t\r\n'\"\\")  # shlex's whitespace, quotes and escape
+
+
+def _plain_value(raw: str) -> Optional[str]:
+    """What ``shlex.split`` makes of ``raw`` joined by spaces, for the forms os-release files
+    use (``"text"``, ``'text'``, a bare word); ``None`` for anything else (ask shlex)."""
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
+        body = raw[1:-1]
+        if raw[0] not in body and (raw[0] == "'" or "\\" not in body):
+            return body
+        return None
+    if _SHLEX_SPECIAL.isdisjoint(raw):
+        return raw
+    return None
 
 
 def read_os_release(root: Root) -> OsRelease:

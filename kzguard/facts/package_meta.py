@@ -26,11 +26,11 @@ archive is a note, never an exception.
 from __future__ import annotations
 
 import os
-import re
 import stat
 import struct
 
 from kzguard.base.errors import KzguardError
+from kzguard.facts import Pattern
 
 TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ MAX_MEMBERS = 200_000  # tar or cpio members looked at
 MAX_AR_MEMBERS = 16
 MAX_META = 64 * 1024
 MAX_RPM_HEADER = 64 * 1024 * 1024
-_META = re.compile(r"(?:\./|/)?usr/src/zfs-[^/]+/META\Z")
+_META = Pattern(r"(?:\./|/)?usr/src/zfs-[^/]+/META\Z")
 _CHUNK = 1024 * 1024
 
 

@@ -10,14 +10,15 @@ exists, so this module stays cheap to import.
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-from collections.abc import Collection, Iterator
-from typing import IO, Any
-
 from kzguard.base.errors import FactError
 from kzguard.base.record import Record
 from kzguard.root import Root
+
+TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterator
+    from contextlib import AbstractContextManager
+    from typing import IO, Any
 
 # what any reader may raise on bad input; each manager module adds its parsers' errors
 ERRORS: tuple[type, ...] = (OSError, EOFError, ValueError, LookupError, FactError)
@@ -52,7 +53,7 @@ def pending_kernels(
         try:
             if not any(root.is_dir(d) for d in dirs):
                 continue
-            module = importlib.import_module(module_name)
+            module = __import__(module_name, fromlist=("pending",))  # importlib costs 1 ms
             errors = module.ERRORS
             found += module.pending(root, installed, problems)
         except errors as exc:  # a path the reader did not expect (a symlink loop, ...)
@@ -72,12 +73,27 @@ def _readers() -> list[tuple[str, tuple[str, ...], str]]:
     db is read even without sync dbs, so that a broken ``desc`` there is still reported."""
     from kzguard import managers
 
+    table = getattr(managers, "PENDING", None)  # the registry's plain data: no adapter imported
+    if table is not None:
+        return [(name, tuple(caches), facts) for name, caches, facts in table]
     return [(m.name, m.caches, m.pending_facts) for m in managers.every() if m.pending_facts]
 
 
-@contextlib.contextmanager
-def _open_stream(root: Root, path: str) -> Iterator[IO[bytes]]:
+_STREAM: Any = None  # contextlib.contextmanager(_stream), made on first use (contextlib: 1 ms)
+
+
+def _open_stream(root: Root, path: str) -> AbstractContextManager[IO[bytes]]:
     """Open an in-root file, decompressing gzip, xz, bzip2 or zstd by its magic bytes."""
+    global _STREAM
+    if _STREAM is None:
+        import contextlib
+
+        _STREAM = contextlib.contextmanager(_stream)
+    return _STREAM(root, path)  # type: ignore[no-any-return]
+
+
+def _stream(root: Root, path: str) -> Iterator[IO[bytes]]:
+    """The generator behind :func:`_open_stream`."""
     with root.open_regular(path) as raw:
         magic = raw.read(6)
         raw.seek(0)

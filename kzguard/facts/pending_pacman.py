@@ -13,21 +13,25 @@ import posixpath
 import re
 import tarfile
 import zlib
-from collections.abc import Collection
-from typing import Optional
 
 from kzguard.base.errors import FactError
+from kzguard.facts import Pattern
 from kzguard.facts.packages import ERRORS as _BASE_ERRORS
 from kzguard.facts.packages import PendingKernel, _open_stream, _problem
 from kzguard.facts.vercmp import alpm_vercmp
 from kzguard.root import Root
+
+TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
+if TYPE_CHECKING:
+    from collections.abc import Collection
+    from typing import Optional
 
 ERRORS = (*_BASE_ERRORS, lzma.LZMAError, zlib.error, tarfile.TarError)
 
 _PACMAN_DB = "/var/lib/pacman"
 _PACMAN_CONF = "/etc/pacman.conf"
 _PACMAN_KERNELS = ("linux", "linux-lts", "linux-zen", "linux-hardened", "linux-rt", "linux-rt-lts")
-_VMLINUZ = re.compile(r"^usr/lib/modules/([^/\s]+)/vmlinuz$", re.MULTILINE)
+_VMLINUZ = Pattern(r"^usr/lib/modules/([^/\s]+)/vmlinuz$", re.MULTILINE)
 
 
 def pacman_kernel_release(pkgname: str, version: str) -> Optional[str]:

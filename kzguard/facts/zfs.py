@@ -12,20 +12,24 @@ import functools
 import os
 import posixpath
 import re
-from collections.abc import Iterable, Mapping
-from typing import Optional
 
 from kzguard.base.errors import FactError
 from kzguard.base.kernelrelease import KernelRelease, parse_linux_version
 from kzguard.base.record import Record
+from kzguard.facts import Pattern
 from kzguard.root import Root
+
+TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from typing import Optional
 
 SOURCE_GLOB = "/usr/src/zfs-*/META"
 TABLE_PATH = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "openzfs-linux-ranges.tsv"
 )
-_META_LINE = re.compile(r"([A-Za-z][A-Za-z0-9_-]*):[ \t]+(\S.*)$")
-_VERSION = re.compile(r"\d+\.\d+(\.\d+)?([-.~]?rc\d+)?\Z")
+_META_LINE = Pattern(r"([A-Za-z][A-Za-z0-9_-]*):[ \t]+(\S.*)$")
+_VERSION = Pattern(r"\d+\.\d+(\.\d+)?([-.~]?rc\d+)?\Z")
 
 
 class LinuxRange(Record):

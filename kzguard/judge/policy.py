@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Optional
-
 from kzguard.base.errors import EXIT_SAFE, EXIT_UNSAFE
 from kzguard.base.kernelrelease import KernelRelease, sort_key, try_parse_release
 from kzguard.base.record import Record
-from kzguard.base.transaction import Transaction
 from kzguard.distros.base import DKMS, NONE, PREBUILT
 from kzguard.facts import dkms as dkms_facts
 from kzguard.facts.host import ZFS_MODULES, Host
 from kzguard.facts.kernels import InstalledKernel, ModuleFile
 from kzguard.facts.zfs import LinuxRange, newest_first, normalize_version, range_for
 from kzguard.judge.reasons import SAFE, Reason, verdict_of
+
+TYPE_CHECKING = False  # typing costs the hooks 2 ms to import
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable, Mapping, Sequence
+    from typing import Optional
+
+    from kzguard.base.transaction import Transaction
 
 RUNNING, INSTALLED, PENDING, TRANSACTION, REQUESTED = (
     "running",
@@ -222,6 +225,15 @@ class _Judge:
         transaction: Optional[Transaction],
     ):
         self.host = host
+        # indexes built once, so that judging n kernels takes time linear in n
+        self.kernels: dict[str, InstalledKernel] = {}
+        for kernel in host.installed:
+            self.kernels.setdefault(kernel.release, kernel)  # the first, as installed_kernel
+        self.dkms_entries: dict[tuple[str, Optional[str]], list[dkms_facts.DkmsEntry]] = {}
+        for entry in host.dkms:
+            self.dkms_entries.setdefault((entry.module, entry.kernel), []).append(entry)
+        self.registered = frozenset(e.module for e in host.dkms)
+        self.dkms_broken = host.dkms_broken
         self.table = dict(host.release_table)
         self.zfs_ranges = zfs_ranges
         self.ranges_origin = ranges_origin
@@ -236,7 +248,7 @@ class _Judge:
         if parsed is None:
             reason = Reason("release-unparsable", f"{release!r} is not a kernel release")
             return KernelVerdict(release, None, verdict_of((reason,)), (reason,), states)
-        kernel = None if release in self.removed else self.host.installed_kernel(release)
+        kernel = None if release in self.removed else self.kernels.get(release)
         reasons: list[Reason] = []
         notes: list[str] = []
         unseen = self._unseen(release, kernel)
@@ -303,7 +315,7 @@ class _Judge:
         if delivery == NONE and not self.override:
             reasons.append(Reason("zfs-not-found", "no ZFS source, package or module found"))
             return None, None
-        if self.host.dkms_broken and not self.override and kernel is None:
+        if self.dkms_broken and not self.override and kernel is None:
             reasons.append(_dkms_broken(self.host, "a new kernel"))
             return None, None
         version = self.override or self._zfs_version(kernel)
@@ -355,13 +367,14 @@ class _Judge:
             reasons += _file_reasons(kernel, name, module, notes)
             if module is not None and not module.error:
                 reasons += _trust_reasons(self.host, name, module)
-            package = _dkms_package(self.host, name)
-            if package and self.host.dkms_broken and name in ZFS_MODULES:
+            package = _dkms_package(self.host, name, self.registered)
+            if package and self.dkms_broken and name in ZFS_MODULES:
                 if module is None and "dkms-broken" not in {r.code for r in reasons}:
                     reasons.append(_dkms_broken(self.host, kernel.release))
             elif package and package not in dkms_checked:
                 dkms_checked.add(package)
-                entry = dkms_facts.find(list(self.host.dkms), package, kernel.release)
+                entries = self.dkms_entries.get((package, kernel.release), [])
+                entry = dkms_facts.find(entries, package, kernel.release)
                 if entry is None or entry.state != "installed":
                     state = entry.state if entry else "not built"
                     reasons.append(
@@ -496,9 +509,13 @@ def _initramfs_reasons(dataset: str, kernel: InstalledKernel) -> list[Reason]:
     return []
 
 
-def _dkms_package(host: Host, name: str) -> Optional[str]:
-    """The DKMS package that builds kernel module ``name``, when DKMS manages it here."""
-    registered = {e.module for e in host.dkms}
+def _dkms_package(
+    host: Host, name: str, registered: Optional[Collection[str]] = None
+) -> Optional[str]:
+    """The DKMS package that builds kernel module ``name``, when DKMS manages it here
+    (``registered``: the modules DKMS has, when the caller knows them)."""
+    if registered is None:
+        registered = {e.module for e in host.dkms}
     if name in ZFS_MODULES:
         if host.delivery != DKMS:
             return None
