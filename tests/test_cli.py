@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kzguard import cli
 
@@ -192,3 +194,36 @@ def test_a_change_the_host_refuses_is_a_one_line_exit_2_and_claims_nothing(tmp_p
     assert proc.stdout == ""  # nothing said to be done
     assert "Permission denied" in proc.stderr and "internal error" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+_WORDS = [
+    "check",
+    "status",
+    "--json",
+    "--root",
+    "--root=/r",
+    "/r",
+    "--config",
+    "c.yaml",
+    "--kernel",
+    "6.1.0-1-amd64",
+    "--kernel=6.2.0",
+    "-v",
+    "--dry-run",
+    "--zfs-version",
+    "2.3.1",
+]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from(_WORDS), max_size=7))
+def test_plain_check_reads_what_the_parser_reads(argv):
+    """The parser-free ``check`` fast path takes a command line only when it reads it as the
+    parser would; everything else goes to the parser."""
+    from kzguard.cli import commands
+
+    fast = commands.plain_check(argv)
+    if fast is None:
+        return
+    parsed = vars(commands.build_parser().parse_args(argv))
+    assert {k: v for k, v in vars(fast).items()} == {k: parsed[k] for k in vars(fast)}

@@ -4,6 +4,7 @@ rules and the Grafana dashboard that read it, checked with the real promtool."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -377,5 +378,281 @@ def test_a_prometheus_server_gets_openmetrics_and_gzip_as_before(core):
             body = gzip.decompress(response.read()).decode()
             assert response.headers["Content-Type"].startswith("application/openmetrics-text")
         assert body.endswith("# EOF\n") and "kzguard_next_boot_safe" in body
+    finally:
+        server.shutdown()
+
+
+# --- OpenMetrics, negotiation, the worker cap ------------------------------------------------
+
+ODD_RELEASES = ('6.12.9-"quoted"', "6.12.9-back\\slash", "6.12.9-new\nline", "6.12.9-ünï€😀")
+ODD_MANAGER = 'we"ird\\na\nme ü'
+PROMETHEUS_2 = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+PROMETHEUS_3 = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,"
+    "application/openmetrics-text;version=0.0.1;q=0.4,"
+    "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1"
+)
+
+
+def _cores(tmp_path):
+    """(name, core) for every example host checked, the Fedora one before its first check,
+    with odd kernel names and an odd manager, and with a failed check."""
+    from kzguard.actions import state as state_file
+
+    for host in sorted((TOP / "examples" / "hosts").iterdir()):
+        target = tmp_path / host.name
+        shutil.copytree(host, target, symlinks=True)
+        core = Core(Root(target), runner=Runner())
+        if host == EXAMPLE:
+            yield f"{host.name} before the first check", core
+        core.check()
+        yield host.name, core
+    odd = tmp_path / "odd"
+    shutil.copytree(EXAMPLE, odd, symlinks=True)
+    for release in ODD_RELEASES:
+        HostTree(odd).kernel(release)
+    with state_file.locked(Root(odd)) as st:
+        state_file.count_blocked(st.data, ODD_MANAGER)
+        st.data["counters"]["snapshot_last_success"] = 1700000000.5
+        st.save()
+    core = Core(Root(odd), runner=Runner())
+    core.check()
+    yield "odd label values", core
+    core.error = "boom"
+    core.errors = 3
+    yield "odd label values, the last check failed", core
+
+
+def test_every_format_is_client_pythons_byte_for_byte_on_every_host(tmp_path):
+    from prometheus_client.exposition import generate_latest as text_latest
+    from prometheus_client.openmetrics.exposition import generate_latest as om_latest
+
+    seen = 0
+    for name, core in _cores(tmp_path):
+        fams, reg = metrics.families(core), metrics.registry(core)
+        for escaping in metrics.ESCAPINGS:
+            om = metrics.render(fams, metrics.OPENMETRICS, escaping)
+            assert om == om_latest(reg, escaping=escaping), (name, escaping)
+            assert metrics.body(core, metrics.OPENMETRICS, escaping) == om
+            plain = metrics.render(fams, metrics.TEXT, escaping)
+            assert plain == text_latest(reg, escaping=escaping), (name, escaping)
+        om = metrics.body(core, metrics.OPENMETRICS)
+        assert om.endswith(b"# EOF\n")
+        if name.startswith("odd"):
+            release = ODD_RELEASES[1].replace("\\", "\\\\")
+            assert f'kzguard_kernel_safe{{release="{release}"}} 0.0\n'.encode() in om
+            assert b'manager="we\\"ird\\\\na\\nme \xc3\xbc"' in om
+            assert 'release="6.12.9-ünï€😀"'.encode() in om
+        seen += 1
+    assert seen == 7
+
+
+def test_units_odd_help_and_floats_render_as_client_python_does():
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+    from prometheus_client.exposition import generate_latest as text_latest
+    from prometheus_client.openmetrics.exposition import generate_latest as om_latest
+
+    values = [0.0, -0.0, 1.0, 0.1, 1e-9, 123456.0, 1234567.0, 1.5e300, -2.5e7]
+    values += [math.inf, -math.inf, math.nan, 1700000000.5]
+    doc = 'say "hi"\\ to\nme ü'
+    ours = [
+        metrics.Family("a_seconds", doc, unit="seconds", labels=["x"]),
+        metrics.Family("b:c", doc, "counter", labels=["y"], unit="bytes"),
+        metrics.Family("d_total", doc, "counter"),
+        metrics.Family("e_info", doc, "info"),
+    ]
+    theirs = [
+        GaugeMetricFamily("a", doc, labels=["x"], unit="seconds"),
+        CounterMetricFamily("b:c", doc, labels=["y"], unit="bytes"),
+        CounterMetricFamily("d_total", doc),
+        InfoMetricFamily("e_info", doc),
+    ]
+    for n, v in enumerate(values):
+        for family, twin in zip(ours[:2], theirs[:2]):
+            family.add_metric([f'v"{n}\\\n'], v)
+            twin.add_metric([f'v"{n}\\\n'], v)
+    ours[2].add_metric((), 7)
+    theirs[2].add_metric([], 7)
+    ours[3].add_metric({"b": "2", "a": 'x"y'}, 1)
+    theirs[3].add_metric([], {"b": "2", "a": 'x"y'})
+
+    class Registry:
+        def collect(self):
+            return iter(theirs)
+
+    for escaping in metrics.ESCAPINGS:
+        om = metrics.render(ours, metrics.OPENMETRICS, escaping)
+        assert om == om_latest(Registry(), escaping=escaping), escaping
+        assert metrics.render(ours, metrics.TEXT, escaping) == text_latest(
+            Registry(), escaping=escaping
+        )
+    assert b"# UNIT a_seconds seconds\n" in metrics.render(ours, metrics.OPENMETRICS)
+    with pytest.raises(ValueError):
+        metrics.Family("not a name", doc)
+
+
+ACCEPTS = [
+    "",
+    "*/*",
+    "application/json",
+    "text/plain",
+    "text/plain;version=0.0.4",
+    "text/plain; version=1.0.0",
+    "text/plain;version=1.0.0;escaping=allow-utf-8",
+    "text/plain;version=1.0.0;escaping=dots",
+    "text/plain;version=1.0.0;escaping=bogus",
+    "text/plain;version=2.0.0;escaping=values",
+    "application/openmetrics-text",
+    "application/openmetrics-text; version=1.0.0",
+    "application/openmetrics-text;version=0.0.1",
+    "application/openmetrics-text;version=0.0.1,text/plain;version=0.0.4",
+    "application/openmetrics-text;version=0.0.1,text/plain;version=1.0.0;escaping=dots",
+    "application/openmetrics-text;version=2.0.0;escaping=values",
+    "application/openmetrics-text;version=1.0.0;escaping=underscores",
+    "application/openmetrics-text;escaping=dots",
+    "text/plain;version=1.0.0, application/openmetrics-text",
+    "Application/OpenMetrics-Text;version=1.0.0",
+    PROMETHEUS_2,
+    PROMETHEUS_3,
+]
+
+
+def test_content_negotiation_is_client_pythons(tmp_path, monkeypatch):
+    """respond() answers every request as client_python's WSGI app does (status, headers,
+    body once gunzipped), and renders every format itself: prometheus_client is only asked
+    for a name[] selection."""
+    import gzip
+
+    from prometheus_client.exposition import make_wsgi_app
+
+    _, core = next(c for c in _cores(tmp_path) if c[0] == "odd label values")
+    app = make_wsgi_app(metrics.registry(core))
+
+    def theirs(method, accept, encoding, query):
+        answer = {}
+        environ = {
+            "REQUEST_METHOD": method,
+            "PATH_INFO": "/metrics",
+            "QUERY_STRING": query,
+            "HTTP_ACCEPT": accept,
+            "HTTP_ACCEPT_ENCODING": encoding,
+        }
+        data = b"".join(app(environ, lambda s, h: answer.update(status=s, headers=h)))
+        return answer["status"], answer["headers"], data
+
+    def unzip(answer):
+        status, headers, data = answer
+        return (
+            status,
+            headers,
+            gzip.decompress(data) if ("Content-Encoding", "gzip") in headers else data,
+        )
+
+    calls = []
+    real = metrics._client_python
+    monkeypatch.setattr(metrics, "_client_python", lambda *a: calls.append(a) or real(*a))
+    for accept in ACCEPTS:
+        for encoding in ("", "gzip", "deflate, gzip;q=0.5"):
+            headers = {"accept": accept, "accept-encoding": encoding}
+            ours = metrics.respond(core, "GET", "/metrics", "", headers)
+            assert unzip(ours) == unzip(theirs("GET", accept, encoding, "")), (accept, encoding)
+    assert calls == []
+    for method in ("OPTIONS", "POST", "HEAD"):
+        assert metrics.respond(core, method, "/", "", {}) == theirs(method, "", "", "")
+    selected = "name[]=kzguard_next_boot_safe"
+    ours = metrics.respond(core, "GET", "/metrics", selected, {"accept": PROMETHEUS_2})
+    assert ours == theirs("GET", PROMETHEUS_2, "", selected) and len(calls) == 1
+    assert b"kzguard_kernel_safe" not in ours[2]
+
+
+def test_a_prometheus_scrape_does_not_import_prometheus_client(root):
+    """The daemon's memory goal: what a Prometheus server (2.x and 3.x) and plain tools ask
+    for is rendered without client_python."""
+    script = f"""
+import gzip, sys, urllib.request
+from kzguard.root import Root, Runner
+from kzguard.service import metrics
+from kzguard.service.core import Core
+core = Core(Root({str(root)!r}), runner=Runner())
+core.check()
+server = metrics.serve(core, "127.0.0.1:0")
+for accept in ({PROMETHEUS_2!r}, {PROMETHEUS_3!r}, "", "text/plain;version=1.0.0"):
+    headers = {{"Accept": accept, "Accept-Encoding": "gzip"}}
+    request = urllib.request.Request(server.url, headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = gzip.decompress(response.read())
+        assert response.status == 200 and b"kzguard_next_boot_safe" in body
+server.shutdown()
+print(sorted(m for m in sys.modules if m.startswith("prometheus_client")))
+"""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=TOP
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def _scrape_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "kzguard-scrape"]
+
+
+def test_stalled_connections_hold_at_most_the_cap_and_the_next_is_refused_at_once(core):
+    """MAX_WORKERS clients that connect and send nothing hold every worker; each connection
+    beyond them is answered 503 at once (without waiting for its request), the thread count
+    stays bounded, and once the stalled clients go a scrape is answered again."""
+    import time
+
+    server = metrics.serve(core, "127.0.0.1:0", client_timeout=60.0)
+    threads_before = threading.active_count()
+    stalled, extra = [], []
+    try:
+        address = server.address
+        stalled = [
+            socket.create_connection(address, timeout=10) for _ in range(metrics.MAX_WORKERS)
+        ]
+        extra = [
+            socket.create_connection(address, timeout=10) for _ in range(3 * metrics.MAX_WORKERS)
+        ]
+        for sock in extra:  # refused without a request: the 503, then the server's FIN
+            data = b""
+            while True:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            assert data == metrics.BUSY
+        assert threading.active_count() <= threads_before + metrics.MAX_WORKERS
+        start = time.monotonic()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(server.url, timeout=10)
+        assert refused.value.code == 503 and refused.value.headers["Retry-After"] == "1"
+        assert time.monotonic() - start < 5  # not held until a stalled client times out (60 s)
+        assert len(_scrape_threads()) <= metrics.MAX_WORKERS
+        assert threading.active_count() <= threads_before + metrics.MAX_WORKERS
+        for sock in stalled:
+            sock.close()  # each worker reads the end of its connection and returns
+        stalled = []
+        for thread in _scrape_threads():
+            thread.join(10)
+        assert not _scrape_threads()
+        with urllib.request.urlopen(server.url, timeout=10) as response:
+            assert response.status == 200 and b"kzguard_next_boot_safe" in response.read()
+    finally:
+        for sock in stalled + extra:
+            sock.close()
+        server.shutdown()
+
+
+def test_a_client_that_never_finishes_its_request_is_dropped_at_the_timeout(core):
+    server = metrics.serve(core, "127.0.0.1:0", client_timeout=0.3)
+    try:
+        with socket.create_connection(server.address, timeout=10) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.0\r\n")  # never the blank line
+            assert sock.recv(4096) == b""  # closed by the server, well before our 10 s
     finally:
         server.shutdown()

@@ -58,8 +58,10 @@ def main(argv: "Optional[list[str]]" = None) -> int:
         return fast
     from kzguard.cli import commands
 
-    parser = commands.build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    args = commands.plain_check(words)  # `check` as monitoring runs it: no argparse (10 ms)
+    if args is None:
+        args = commands.build_parser().parse_args(argv)
     commands.setup_logging(args.verbose)
     try:
         return int(args.func(args))

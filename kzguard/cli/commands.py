@@ -70,6 +70,42 @@ def _subparser(**kwargs: object) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(formatter_class=_formatter, **kwargs)  # type: ignore[arg-type]
 
 
+def plain_check(argv: Sequence[str]) -> Optional[argparse.Namespace]:
+    """``[--root DIR] [--config FILE] [--json] check [--json] [--kernel RELEASE]...`` as the
+    parser would read it, without building the parser (monitoring runs ``check`` often);
+    ``None`` for any other command line, which the parser takes (and explains when bad)."""
+    values: dict[str, object] = {"root": None, "config": None, "json": False, "kernel": []}
+    words = list(argv)
+    seen_check = False
+    while words:
+        word = words.pop(0)
+        key, eq, value = word.partition("=")
+        if key in ("--root", "--config") or (key == "--kernel" and seen_check):
+            if not eq:
+                if not words or words[0].startswith("-"):
+                    return None
+                value = words.pop(0)
+            if not value:
+                return None
+            if key == "--kernel":
+                values["kernel"].append(value)  # type: ignore[union-attr]
+            else:
+                values[key[2:]] = value
+        elif word == "--json":
+            values["json"] = True
+        elif word == "check" and not seen_check:
+            seen_check = True
+        else:
+            return None
+    if not seen_check:
+        return None
+    from types import SimpleNamespace
+
+    return SimpleNamespace(  # type: ignore[return-value]
+        command="check", func=cmd_check, dry_run=False, verbose=0, zfs_version=None, **values
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     import argparse
 
